@@ -1,0 +1,37 @@
+# One entry point per job. `make demo` and `make test` are the two a newcomer needs.
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: install demo test lint format typecheck check bench all
+
+install:
+	bash scripts/setup.sh
+
+demo: install
+	$(BIN)/python -m tests.lab.demo
+
+test: install
+	$(BIN)/ruff format --check screener tests bench
+	$(BIN)/ruff check screener tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(BIN)/screener check --config deploy/screener.toml
+	$(BIN)/pytest --cov --cov-report=term -q
+
+format:
+	$(BIN)/ruff format screener tests bench
+	$(BIN)/ruff check --fix screener tests bench
+
+lint:
+	$(BIN)/ruff format --check screener tests bench
+	$(BIN)/ruff check screener tests bench
+	$(BIN)/lint-imports
+
+typecheck:
+	$(BIN)/mypy
+
+bench: install
+	$(BIN)/python -m bench.flag_latency
+	$(BIN)/python -m bench.ami_intake
+
+all: lint typecheck test

@@ -1,0 +1,218 @@
+"""The composition root: builds every part, runs them, and shuts them down in order.
+
+Theory of operation
+-------------------
+Start-up fails loudly: Redis and AMI are each retried a bounded number of times (the retries
+left are logged), then the daemon exits with the reason. At run time it degrades instead:
+
+* AMI events arrive on a bounded queue (filled by panoramisk callbacks that only enqueue). One
+  consumer task reads it and starts a tracked task per flag request, each its own error boundary,
+  so a slow Asterisk reply never holds up the next event.
+* Flags go to the local spool before the caller is moved, and leave it once Redis has them; a
+  flusher task retries spooled flags every ``SPOOL_FLUSH_INTERVAL`` seconds while Redis is away.
+* A watchdog pings Asterisk and forces a reconnect when it stops answering.
+* A retention task trims the flag index once an hour.
+
+Shutdown (SIGTERM, or SIGINT; a second SIGINT exits at once): stop the HTTP server, let flag
+tasks finish for up to ``shutdown_timeout`` seconds, cancel the rest, flush the spool once more,
+close Redis, then close AMI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from screener.ami import AmiClient
+from screener.config import Settings
+from screener.errors import StoreError
+from screener.http_api import HttpApi
+from screener.keys import DAY
+from screener.metrics import Metrics
+from screener.model import AmiEvent, DtmfReceived, FlagRequested
+from screener.service import FlagService
+from screener.spool import Spool
+from screener.store import Store
+
+logger = logging.getLogger(__name__)
+
+SPOOL_FLUSH_INTERVAL = 2.0
+RETENTION_INTERVAL = 3600.0
+EVENT_QUEUE_SIZE = 10_000
+MAX_FLAG_TASKS = 256
+
+
+async def connect_redis(store: Store, retries: int, delay: float = 1.0) -> None:
+    """Ping Redis until it answers, at most ``retries`` more times.
+
+    Raises:
+        StoreError: still unreachable after the last retry.
+    """
+    while True:
+        try:
+            await store.ping()
+            return
+        except StoreError as e:
+            if retries <= 0:
+                raise
+            logger.warning("redis not ready, retrying retries_left=%d error=%s", retries, e)
+            retries -= 1
+            await asyncio.sleep(delay)
+
+
+class Daemon:
+    """screener run: AMI intake, flag handling, spool, HTTP API and metrics."""
+
+    def __init__(self, settings: Settings, registry: CollectorRegistry | None = None) -> None:
+        self.settings = settings
+        self.metrics = Metrics(registry or CollectorRegistry())
+        self.store = Store.from_url(
+            settings.redis.url.get_secret_value(),
+            prefix=settings.redis.prefix,
+            timeout=settings.redis.timeout,
+        )
+        self.spool = Spool(settings.flag.spool_dir)
+        self.events: asyncio.Queue[AmiEvent] = asyncio.Queue(EVENT_QUEUE_SIZE)
+        self.ami = AmiClient(settings.ami, self.events, self.metrics)
+        self.service = FlagService(settings, self.ami, self.store, self.spool, self.metrics)
+        self.http = HttpApi(settings.http, self.metrics, self.service, self.store, self.health)
+        self._flag_tasks: set[asyncio.Task[Any]] = set()
+        self._slots = asyncio.Semaphore(MAX_FLAG_TASKS)
+        self.ready = asyncio.Event()
+
+    def health(self) -> dict[str, Any]:
+        """What ``/healthz`` reports: ok while logged in to AMI."""
+        return {
+            "ok": self.ami.connected,
+            "ami": self.ami.connected,
+            "spooled_flags": len(self.spool),
+        }
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Start everything, serve until ``stop`` is set, then shut down gracefully.
+
+        Raises:
+            StoreError: Redis unreachable at start-up.
+            AmiError: Asterisk unreachable or login refused at start-up.
+            OSError: the spool directory or a listening port is unusable.
+        """
+        s = self.settings
+        self.spool.open()
+        self.metrics.spool_pending.set(len(self.spool))
+        try:
+            await connect_redis(self.store, s.redis.startup_retries)
+            self.metrics.redis_up.set(1)
+            await self.ami.connect()
+            await self.http.start()
+        except BaseException:
+            await self._close_edges()
+            raise
+        tasks = [
+            asyncio.create_task(self.ami.watchdog(), name="ami-watchdog"),
+            asyncio.create_task(self._consume(), name="ami-consumer"),
+            asyncio.create_task(self._flush_loop(), name="spool-flusher"),
+            asyncio.create_task(self._retention_loop(), name="retention"),
+        ]
+        logger.info(
+            "screener running ami=%s:%d http=%s:%d",
+            s.ami.host,
+            s.ami.port,
+            s.http.host,
+            self.http.port,
+        )
+        self.ready.set()
+        try:
+            await stop.wait()
+        finally:
+            logger.info("screener stopping")
+            await self.http.close()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._drain(s.shutdown_timeout)
+            with contextlib.suppress(StoreError):
+                await self.service.flush_spool()
+            await self._close_edges()
+            logger.info("screener stopped spooled_flags=%d", len(self.spool))
+
+    async def _close_edges(self) -> None:
+        await self.store.aclose()
+        await self.ami.close()
+
+    async def _drain(self, timeout: float) -> None:
+        if not self._flag_tasks:
+            return
+        _, pending = await asyncio.wait(self._flag_tasks, timeout=timeout)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(self._guarded(coro))
+        self._flag_tasks.add(task)
+        task.add_done_callback(self._flag_tasks.discard)
+
+    async def _guarded(self, coro: Coroutine[Any, Any, Any]) -> None:
+        async with self._slots:
+            try:
+                await coro
+            except Exception:
+                self.metrics.errors.labels(component="flag").inc()
+                logger.exception("flag handling failed; the call goes on unchanged")
+
+    async def _consume(self) -> None:
+        while True:
+            event = await self.events.get()
+            if isinstance(event, FlagRequested):
+                self._spawn(self.service.on_flag_requested(event))
+            elif isinstance(event, DtmfReceived):
+                self._spawn(self.service.on_dtmf(event))
+
+    async def _flush_loop(self) -> None:
+        while True:
+            if len(self.spool):
+                try:
+                    await self.service.flush_spool()
+                except Exception:
+                    self.metrics.errors.labels(component="spool").inc()
+                    logger.exception("spool flush failed")
+            await asyncio.sleep(SPOOL_FLUSH_INTERVAL)
+
+    async def _retention_loop(self) -> None:
+        while True:
+            cutoff = time.time() - self.settings.flag.retention_days * DAY
+            try:
+                removed = await self.store.expire_flags(cutoff)
+                if removed:
+                    logger.info("retention removed flags=%d", removed)
+            except StoreError as e:
+                logger.warning("retention skipped, redis unavailable error=%s", e)
+            await asyncio.sleep(RETENTION_INTERVAL)
+
+
+async def serve(settings: Settings) -> None:
+    """Run the daemon until SIGTERM/SIGINT (a second SIGINT exits immediately)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    interrupts = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal interrupts
+        if signum == signal.SIGINT:
+            interrupts += 1
+            if interrupts > 1:
+                logger.error("second interrupt, exiting now")
+                os._exit(130)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    await Daemon(settings).run(stop)

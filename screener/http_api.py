@@ -1,0 +1,146 @@
+"""The HTTP edge: admin API, ``/metrics`` and ``/healthz`` (the only module importing aiohttp).
+
+Admin endpoints require ``Authorization: Bearer <token>`` (compared in constant time) and are
+disabled, with a 503 that says why, when no token is configured. The server binds to localhost
+unless told otherwise. Every request is its own error boundary: an unexpected error is logged,
+counted and answered with a 500 that reveals nothing.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from screener.config import HttpSettings
+from screener.errors import AmiError, StoreError
+from screener.metrics import Metrics
+from screener.service import FlagService
+from screener.store import Store
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+class HttpApi:
+    """The aiohttp application and its runner."""
+
+    def __init__(
+        self,
+        settings: HttpSettings,
+        metrics: Metrics,
+        service: FlagService,
+        store: Store,
+        health: Callable[[], dict[str, Any]],
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.service = service
+        self.store = store
+        self.health = health
+        secret = settings.resolved_token()
+        self._token = secret.get_secret_value().encode() if secret else None
+        self.app = web.Application(
+            client_max_size=settings.max_body_bytes,
+            middlewares=[self._boundary, self._auth],
+        )
+        self.app.router.add_get("/healthz", self.healthz)
+        self.app.router.add_get("/metrics", self.metrics_page)
+        self.app.router.add_post("/api/v1/flags", self.post_flag)
+        self.app.router.add_get("/api/v1/flags", self.get_flags)
+        self._runner: web.AppRunner | None = None
+        self.port = settings.port
+
+    @web.middleware
+    async def _boundary(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException:
+            raise
+        except Exception:
+            self.metrics.errors.labels(component="http").inc()
+            logger.exception("http request failed path=%s", request.path)
+            return _error(500, "internal error (see the screener log)")
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not request.path.startswith("/api/"):
+            return await handler(request)
+        if self._token is None:
+            return _error(503, "admin API disabled: set http.token or http.token_file")
+        given = request.headers.get("Authorization", "")
+        scheme, _, value = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            value.encode("utf-8", "surrogateescape"), self._token
+        ):
+            return _error(401, "missing or wrong bearer token")
+        return await handler(request)
+
+    async def start(self) -> None:
+        """Bind and serve (port 0 picks a free port, then ``self.port`` tells which)."""
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
+        await site.start()
+        if self._runner.addresses:
+            self.port = int(self._runner.addresses[0][1])
+        logger.info("http listening host=%s port=%d", self.settings.host, self.port)
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # -- handlers ----------------------------------------------------------------------------
+    async def healthz(self, _request: web.Request) -> web.Response:
+        state = self.health()
+        return web.json_response(state, status=200 if state.get("ok") else 503)
+
+    async def metrics_page(self, _request: web.Request) -> web.Response:
+        body = generate_latest(self.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def post_flag(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            return _error(400, 'body must be JSON: {"agent": "PJSIP/agent1"}')
+        agent = body.get("agent") if isinstance(body, dict) else None
+        if not isinstance(agent, str) or not agent:
+            return _error(400, "field 'agent' (a channel or interface name) is required")
+        try:
+            result = await self.service.flag_agent(agent)
+        except ValueError as e:
+            return _error(400, str(e))
+        except AmiError as e:
+            return _error(503, f"asterisk unavailable: {e}")
+        status = {"recorded": 201, "duplicate": 200}.get(result.outcome, 409)
+        return web.json_response(
+            {
+                "outcome": str(result.outcome),
+                "reason": result.reason,
+                "flag": result.flag.to_dict() if result.flag else None,
+            },
+            status=status,
+        )
+
+    async def get_flags(self, request: web.Request) -> web.Response:
+        try:
+            limit = int(request.query.get("limit", "50"))
+        except ValueError:
+            return _error(400, "limit must be an integer")
+        if not 1 <= limit <= 1000:
+            return _error(400, "limit must be between 1 and 1000")
+        try:
+            flags = await self.store.recent_flags(limit)
+        except StoreError as e:
+            return _error(503, f"redis unavailable: {e}")
+        return web.json_response({"flags": [f.to_dict() for f in flags]})

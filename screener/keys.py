@@ -1,0 +1,94 @@
+"""The Redis key schema: every key screener uses is built here and nowhere else.
+
+All keys share one hash tag (``{screener}`` by default), so the multi-key Lua scripts in
+``store.py`` stay atomic on Redis Cluster too: screener's data (millions of flags, not billions)
+fits one shard comfortably, and atomicity matters more than spreading it.
+
+Caller-controlled text never reaches a key: callers appear only through ``CallerId.key`` (E.164,
+``anonymous`` or a hash, see ``number.py``), and ids are checked by :func:`safe_part`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_SAFE_PART = re.compile(r"[A-Za-z0-9+._/@-]{1,128}")
+
+DAY = 86_400
+DEFAULT_RETENTION_DAYS = 400
+
+
+def safe_part(value: str) -> str:
+    """Return ``value`` if it can be a key component, else raise ``ValueError``.
+
+    >>> safe_part("+8613812341234")
+    '+8613812341234'
+    """
+    if not _SAFE_PART.fullmatch(value):
+        raise ValueError(f"unsafe key component {value[:40]!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpace:
+    """Key builders for one deployment (``prefix`` separates deployments sharing a Redis)."""
+
+    prefix: str = "screener"
+
+    @property
+    def root(self) -> str:
+        return "{" + safe_part(self.prefix) + "}"
+
+    # -- the event log ------------------------------------------------------------------------
+    def flag(self, flag_id: str) -> str:
+        """STRING: one flag as JSON, expiring after the retention period."""
+        return f"{self.root}:flag:{safe_part(flag_id)}"
+
+    @property
+    def flags(self) -> str:
+        """ZSET: flag id scored by epoch seconds (the event log's index)."""
+        return f"{self.root}:flags"
+
+    # -- per-caller aggregates ----------------------------------------------------------------
+    def caller(self, caller_key: str) -> str:
+        """HASH: count, first, last, last_flag, masked, kind, region, carrier, area."""
+        return f"{self.root}:caller:{safe_part(caller_key)}"
+
+    def caller_agents(self, caller_key: str) -> str:
+        """ZSET: agent -> epoch of that agent's latest flag of this caller."""
+        return f"{self.root}:caller:{safe_part(caller_key)}:agents"
+
+    def caller_hours(self, caller_key: str) -> str:
+        """HASH: hour of day (0-23) -> flags."""
+        return f"{self.root}:caller:{safe_part(caller_key)}:hours"
+
+    def caller_weekdays(self, caller_key: str) -> str:
+        """HASH: ISO weekday (1-7) -> flags."""
+        return f"{self.root}:caller:{safe_part(caller_key)}:weekdays"
+
+    @property
+    def callers(self) -> str:
+        """ZSET: caller key -> flags (top sources)."""
+        return f"{self.root}:callers"
+
+    # -- overall patterns ---------------------------------------------------------------------
+    @property
+    def hours(self) -> str:
+        """HASH: hour of day -> flags, all callers."""
+        return f"{self.root}:pattern:hours"
+
+    @property
+    def weekdays(self) -> str:
+        """HASH: ISO weekday -> flags, all callers."""
+        return f"{self.root}:pattern:weekdays"
+
+    @property
+    def week(self) -> str:
+        """HASH: ``weekday:hour`` -> flags (the heatmap)."""
+        return f"{self.root}:pattern:week"
+
+    @property
+    def hotlines(self) -> str:
+        """HASH: hotline name -> flags."""
+        return f"{self.root}:pattern:hotlines"

@@ -1,0 +1,1 @@
+"""pytest plugins for screener's tests (loaded from ``tests/conftest.py`` or with ``-p``)."""
