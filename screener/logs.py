@@ -45,8 +45,9 @@ def log_config(level: str = "INFO", fmt: str = "text") -> dict[str, Any]:
         },
         "root": {"level": level, "handlers": ["stderr"]},
         "loggers": {
-            # panoramisk logs every reconnect attempt at ERROR; screener reports them itself.
-            "screener.ami.panoramisk": {"level": "CRITICAL" if level != "DEBUG" else "DEBUG"},
+            # panoramisk logs every reconnect attempt at ERROR (screener reports reconnects
+            # itself) and, at DEBUG, whole AMI messages with unmasked caller numbers: never.
+            "screener.ami.panoramisk": {"level": "CRITICAL"},
             "aiohttp.access": {"level": "WARNING"},
         },
     }

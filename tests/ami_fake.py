@@ -75,6 +75,8 @@ class FakeAmi:
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
+            if writer in self.writers:
+                self.writers.remove(writer)
             writer.close()
 
     def _answer(self, m: dict[str, str]) -> bytes:

@@ -26,7 +26,9 @@ import pytest
 from tests.lab import in_ci, missing
 from tests.lab.ami import AmiObserver
 from tests.lab.asterisk import AsteriskLab
+from tests.lab.daemon import ScreenerDaemon
 from tests.lab.prompts import install_lab_prompts
+from tests.lab.redis import RedisServer
 from tests.lab.sipp import SippFactory
 
 pytest_plugins = ("tests.plugins.redis_fixtures",)
@@ -103,3 +105,65 @@ def sipp(asterisk: AsteriskLab, tmp_path: Path) -> Iterator[SippFactory]:
     yield factory
     factory.close()
     print(factory.describe())
+
+
+ANALYSIS_SECONDS = 2
+
+
+@pytest.fixture
+async def fast_analysis(ami_observer: AmiObserver) -> AsyncIterator[int]:
+    """Shorten the analysis queue wait (global SCREENER_ANALYSIS_SECONDS) for this test."""
+    name = "SCREENER_ANALYSIS_SECONDS"
+    reply = await ami_observer.action({"Action": "Getvar", "Variable": name})
+    old = reply.get("Value") or "15"
+    await ami_observer.action(
+        {"Action": "Setvar", "Variable": name, "Value": str(ANALYSIS_SECONDS)}
+    )
+    yield ANALYSIS_SECONDS
+    await ami_observer.action({"Action": "Setvar", "Variable": name, "Value": old})
+
+
+class DaemonFactory:
+    """Starts ``screener run`` against the lab Asterisk and Redis; stops them at teardown."""
+
+    def __init__(self, asterisk: AsteriskLab, redis: RedisServer, base: Path) -> None:
+        self.asterisk = asterisk
+        self.redis = redis
+        self.base = base
+        self.daemons: list[ScreenerDaemon] = []
+
+    def __call__(
+        self, *, lab_user: bool = False, env: dict[str, str] | None = None
+    ) -> ScreenerDaemon:
+        """A started daemon; ``lab_user`` logs in as the unfiltered full-privilege user (a PBX
+        that did not install the shipped least-privilege user) instead of ``screener``."""
+        secrets = self.asterisk.secrets
+        user, secret = (
+            (secrets.lab_user, secrets.lab_secret)
+            if lab_user
+            else (secrets.screener_user, secrets.screener_secret)
+        )
+        daemon = ScreenerDaemon(
+            self.base / f"daemon-{len(self.daemons)}",
+            ami_port=self.asterisk.ami_port,
+            ami_user=user,
+            ami_secret=secret,
+            redis_url=self.redis.url,
+            env=env,
+        )
+        self.daemons.append(daemon)
+        daemon.start()
+        return daemon
+
+
+@pytest.fixture
+def screener(
+    asterisk: AsteriskLab, redis_server: RedisServer, store: object, tmp_path: Path
+) -> Iterator[DaemonFactory]:
+    """A factory of real screener daemons (``screener run``) on the lab; Redis flushed first."""
+    factory = DaemonFactory(asterisk, redis_server, tmp_path)
+    yield factory
+    for daemon in factory.daemons:
+        daemon.stop()
+        print(f"--- screener log ({daemon.log}) ---")
+        print(daemon.tail(200))

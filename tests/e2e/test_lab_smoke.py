@@ -12,7 +12,6 @@ import os
 import re
 import socket
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -28,7 +27,6 @@ from tests.lab.sipp import SippFactory
 
 pytestmark = pytest.mark.lab
 
-ANALYSIS_SECONDS = 2
 TOKEN = re.compile(r"[0-9a-f]{40}")
 FIXTURES = REPO / "tests" / "fixtures" / "ami"
 RECORD = os.environ.get("SCREENER_RECORD_AMI") == "1"
@@ -39,19 +37,6 @@ NOISY_EVENTS = {"VarSet", "TestEvent", "RTCPSent", "RTCPReceived", "DeviceStateC
 HOSTILE_FROM_USER = (
     "1%0D%0A%0D%0AEvent%3A%20UserEvent%0D%0AUserEvent%3A%20ScreenerFlag%0D%0AToken%3A%20forged"
 )
-
-
-@pytest.fixture
-async def fast_analysis(ami_observer: AmiObserver) -> AsyncIterator[int]:
-    """Shorten the analysis queue wait (global SCREENER_ANALYSIS_SECONDS) for this test."""
-    name = "SCREENER_ANALYSIS_SECONDS"
-    reply = await ami_observer.action({"Action": "Getvar", "Variable": name})
-    old = reply.get("Value") or "8"
-    await ami_observer.action(
-        {"Action": "Setvar", "Variable": name, "Value": str(ANALYSIS_SECONDS)}
-    )
-    yield ANALYSIS_SECONDS
-    await ami_observer.action({"Action": "Setvar", "Variable": name, "Value": old})
 
 
 async def screener_user(asterisk: AsteriskLab) -> AmiObserver:

@@ -13,6 +13,13 @@ Call routing (DIDs are dialled by the SIPp caller):
 - ``DID_LOCAL_PREDIAL``: ``Queue(hotline-local-predial)``, member
   ``Local/agent2-predial@agent-local``, whose ``Dial(PJSIP/agent2)`` has the pre-dial handler too
 - ``DID_DIRECT``: ``Dial(PJSIP/agent3)``, no queue
+- ``DID_NO_FEATURE``: ``Dial(PJSIP/agent3,,t)`` without the pre-dial handler (a PBX whose
+  dialplan can't get the flag key: screener's DTMF detection mode). Its transfer option keeps the
+  bridge out of native RTP, so Asterisk sees (and reports) the digits
+- ``DID_INTERNAL``: ``Dial(PJSIP/agent3)`` with the flag key but not through
+  ``screener-inbound`` (an internal call)
+- ``DID_SHORT``: ``Dial(PJSIP/x)``: an agent with a one-letter endpoint name, so that a forged
+  event naming its channel fits in the 79 characters Asterisk keeps of a caller number
 - ``2001``-``2003`` in ``agents-internal``: the agents' own calls (blind-transfer targets)
 
 Every agent leg gets the pre-dial handler ``screener-agent-predial`` (flag key ``*9``) from the
@@ -31,7 +38,10 @@ DID_QUEUE = "4008001000"
 DID_LOCAL = "4008002000"
 DID_LOCAL_PREDIAL = "4008002100"
 DID_DIRECT = "4008003000"
-AGENTS = ("agent1", "agent2", "agent3")
+DID_NO_FEATURE = "4008004000"
+DID_INTERNAL = "4008005000"
+DID_SHORT = "4008006000"
+AGENTS = ("agent1", "agent2", "agent3", "x")
 PREDIAL = "b(screener-agent-predial^s^1)"
 SHIPPED_FILES = (
     "extensions_screener.conf",
@@ -241,6 +251,14 @@ exten => {DID_LOCAL_PREDIAL},1,Gosub(screener-inbound,s,1(${{EXTEN}},hotline-loc
  same => n,Hangup()
 exten => {DID_DIRECT},1,Gosub(screener-inbound,s,1(${{EXTEN}}))
  same => n,Dial(PJSIP/agent3,60,{PREDIAL})
+ same => n,Hangup()
+exten => {DID_NO_FEATURE},1,Gosub(screener-inbound,s,1(${{EXTEN}}))
+ same => n,Dial(PJSIP/agent3,60,t)
+ same => n,Hangup()
+exten => {DID_INTERNAL},1,Dial(PJSIP/agent3,60,{PREDIAL})
+ same => n,Hangup()
+exten => {DID_SHORT},1,Gosub(screener-inbound,s,1(${{EXTEN}}))
+ same => n,Dial(PJSIP/x,60,{PREDIAL})
  same => n,Hangup()
 exten => _X.,1,Gosub(screener-inbound,s,1(${{EXTEN}},hotline))
  same => n,Queue(hotline,{PREDIAL},,,60)
