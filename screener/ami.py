@@ -74,27 +74,55 @@ def check_value(value: str) -> str:
 
 def _text(value: Any) -> str:
     """A header value as one string (panoramisk turns a repeated header into a list)."""
+    if isinstance(value, str):
+        return value
     if isinstance(value, list):
         return "\n".join(str(v) for v in value)  # multi-valued: can never pass validation
     return "" if value is None else str(value)
 
 
+def _headers(message: Mapping[str, Any]) -> dict[str, Any]:
+    """Lower-cased header name -> (name, value), panoramisk's own storage when it is one."""
+    store = getattr(message, "_store", None)
+    if isinstance(store, dict):
+        return store
+    return {str(k).lower(): (k, v) for k, v in message.items()}
+
+
+def _get(store: dict[str, Any], name: str) -> str:
+    item = store.get(name)
+    return "" if item is None else _text(item[1])
+
+
+def to_dtmf(store: dict[str, Any], now: float) -> DtmfReceived | None:
+    """A ``DTMFEnd`` (direction Received) as a model event; other directions are ignored."""
+    if _get(store, "direction") != "Received":
+        return None
+    return DtmfReceived(
+        channel=_get(store, "channel"),
+        uniqueid=_get(store, "uniqueid"),
+        digit=_get(store, "digit"),
+        received_at=now,
+    )
+
+
+def to_flag_request(store: dict[str, Any], now: float) -> FlagRequested | None:
+    """A ``UserEvent: ScreenerFlag`` as a model event; other user events are ignored."""
+    if _get(store, "userevent") != "ScreenerFlag":
+        return None
+    return FlagRequested(
+        agent_channel=_get(store, "agentchannel"), token=_get(store, "token"), received_at=now
+    )
+
+
 def to_event(message: Mapping[str, Any], now: float) -> AmiEvent | None:
     """Translate an AMI event message into a model event, or ``None`` if screener ignores it."""
-    name = _text(message.get("Event"))
-    if name == "UserEvent" and _text(message.get("UserEvent")) == "ScreenerFlag":
-        return FlagRequested(
-            agent_channel=_text(message.get("AgentChannel")),
-            token=_text(message.get("Token")),
-            received_at=now,
-        )
-    if name == "DTMFEnd" and _text(message.get("Direction")) == "Received":
-        return DtmfReceived(
-            channel=_text(message.get("Channel")),
-            uniqueid=_text(message.get("Uniqueid")),
-            digit=_text(message.get("Digit")),
-            received_at=now,
-        )
+    store = _headers(message)
+    name = _get(store, "event")
+    if name == "UserEvent":
+        return to_flag_request(store, now)
+    if name == "DTMFEnd":
+        return to_dtmf(store, now)
     return None
 
 
@@ -127,14 +155,19 @@ class AmiClient:
         settings: AmiSettings,
         events: asyncio.Queue[AmiEvent],
         metrics: Metrics,
+        *,
+        dtmf: bool = False,
     ) -> None:
+        """``dtmf``: also take in DTMFEnd events (only the DTMF detection mode needs them)."""
         self.settings = settings
+        self._subscribed = ("UserEvent", "DTMFEnd") if dtmf else ("UserEvent",)
         self.events = events
         self.metrics = metrics
         self._logged_in = asyncio.Event()
         self._last_state_change = time.monotonic()
         self._manager: _GuardedManager | None = None
         self.connections = 0
+        self._seen = {name: metrics.ami_events.labels(event=name) for name in self._subscribed}
 
     @property
     def connected(self) -> bool:
@@ -155,15 +188,20 @@ class AmiClient:
             forgetable_actions=("ping", "login", "getvar", "setvar", "redirect"),
         )
         manager.log = logging.getLogger("screener.ami.panoramisk")
-        manager.register_event("UserEvent", self._on_message)
-        manager.register_event("DTMFEnd", self._on_message)
+        for name in self._subscribed:
+            manager.register_event(name, self._on_message)
         return manager
 
     # -- panoramisk callbacks: enqueue only, never raise ---------------------------------------
     def _on_message(self, _manager: Any, message: Any) -> None:
         try:
-            self.metrics.ami_events.labels(event=_text(message.get("Event"))[:32]).inc()
-            event = to_event(message, time.monotonic())
+            store = _headers(message)
+            name = _get(store, "event")
+            counter = self._seen.get(name)
+            if counter is None:
+                return
+            counter.inc()
+            event = (to_dtmf if name == "DTMFEnd" else to_flag_request)(store, time.monotonic())
             if event is not None:
                 self.events.put_nowait(event)
         except asyncio.QueueFull:

@@ -81,7 +81,9 @@ class Daemon:
         )
         self.spool = Spool(settings.flag.spool_dir)
         self.events: asyncio.Queue[AmiEvent] = asyncio.Queue(EVENT_QUEUE_SIZE)
-        self.ami = AmiClient(settings.ami, self.events, self.metrics)
+        self.ami = AmiClient(
+            settings.ami, self.events, self.metrics, dtmf=settings.flag.detect_dtmf
+        )
         self.service = FlagService(settings, self.ami, self.store, self.spool, self.metrics)
         self.http = HttpApi(settings.http, self.metrics, self.service, self.store, self.health)
         self._flag_tasks: set[asyncio.Task[Any]] = set()
@@ -173,8 +175,10 @@ class Daemon:
             event = await self.events.get()
             if isinstance(event, FlagRequested):
                 self._spawn(self.service.on_flag_requested(event))
-            elif isinstance(event, DtmfReceived):
-                self._spawn(self.service.on_dtmf(event))
+            elif isinstance(event, DtmfReceived) and self.service.dtmf_completes(event):
+                # every digit is fed to the detector here, in order; only a completed key
+                # costs a task
+                self._spawn(self.service.flag_dtmf(event))
 
     async def _flush_loop(self) -> None:
         while True:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import fnmatch
 import hmac
 import logging
 import re
@@ -29,7 +30,6 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
-from fnmatch import fnmatchcase
 from typing import Protocol
 
 from screener.config import Settings
@@ -122,6 +122,12 @@ class FlagService:
         self.spool = spool
         self.metrics = metrics
         self.detector = KeySequenceDetector(settings.flag.key, settings.flag.dtmf_timeout)
+        patterns = settings.flag.dtmf_channels
+        self._dtmf_channels = (
+            re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))
+            if settings.flag.detect_dtmf and patterns
+            else None
+        )
         self._recent: OrderedDict[str, None] = OrderedDict()
         self._in_flight: set[str] = set()
 
@@ -147,14 +153,22 @@ class FlagService:
             event.agent_channel, FlagSource.FEATURE, event.received_at, token=event.token
         )
 
+    def dtmf_completes(self, event: DtmfReceived) -> bool:
+        """Feed a received digit to the key detector (cheap, synchronous: called for every
+        DTMFEnd); ``True`` when it completes the key on an agent channel."""
+        if self._dtmf_channels is None or not self._dtmf_channels.match(event.channel):
+            return False
+        stream = f"{event.channel}\x00{event.uniqueid}"
+        return self.detector.feed(stream, event.digit, event.received_at)
+
     async def on_dtmf(self, event: DtmfReceived) -> FlagResult | None:
         """A received digit: flag when it completes the key on an agent channel."""
-        cfg = self.settings.flag
-        if not cfg.detect_dtmf or not any(fnmatchcase(event.channel, p) for p in cfg.dtmf_channels):
+        if not self.dtmf_completes(event):
             return None
-        stream = f"{event.channel}\x00{event.uniqueid}"
-        if not self.detector.feed(stream, event.digit, event.received_at):
-            return None
+        return await self.flag_dtmf(event)
+
+    async def flag_dtmf(self, event: DtmfReceived) -> FlagResult:
+        """The key was completed by DTMF: verify the events' channel and Uniqueid, then flag."""
         if not CHANNEL.fullmatch(event.channel) or not UNIQUEID.fullmatch(event.uniqueid):
             return self._finish(
                 FlagResult(FlagOutcome.REJECTED, reason="malformed dtmf event"),

@@ -43,7 +43,7 @@ def settings(port: int, **kw) -> AmiSettings:
 async def client(fake):
     registry = CollectorRegistry()
     queue: asyncio.Queue = asyncio.Queue(100)
-    c = AmiClient(settings(fake.port), queue, Metrics(registry))
+    c = AmiClient(settings(fake.port), queue, Metrics(registry), dtmf=True)
     await c.connect()
     assert isinstance(await asyncio.wait_for(queue.get(), 1), AmiConnected)
     c.registry = registry
@@ -230,3 +230,29 @@ async def test_recorded_transcripts_never_break_the_connection(fake, client, pat
         None,
         0.0,
     )
+
+
+async def test_dtmf_events_are_not_taken_in_unless_detection_is_on(fake):
+    queue: asyncio.Queue = asyncio.Queue(100)
+    c = AmiClient(settings(fake.port), queue, Metrics(CollectorRegistry()))
+    await c.connect()
+    try:
+        await fake.push(
+            event(
+                Event="DTMFEnd",
+                Channel="PJSIP/a-1",
+                Uniqueid="1.1",
+                Digit="*",
+                Direction="Received",
+            )
+            + event(
+                Event="UserEvent", UserEvent="ScreenerFlag", AgentChannel="PJSIP/a-1", Token="t"
+            )
+        )
+        assert isinstance(await next_event(queue, FlagRequested), FlagRequested)
+        assert all(
+            not isinstance(e, DtmfReceived)
+            for e in [queue.get_nowait() for _ in range(queue.qsize())]
+        )
+    finally:
+        await c.close()

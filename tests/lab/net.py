@@ -9,7 +9,8 @@ from __future__ import annotations
 import random
 import socket
 
-_LOW, _HIGH = 20000, 32000
+_LOW, _SPLIT, _HIGH = 20000, 24000, 32000
+_next_block = _SPLIT
 _taken: set[int] = set()
 
 
@@ -24,19 +25,34 @@ def _bindable(port: int) -> bool:
 
 
 def free_port() -> int:
-    """A port free on 127.0.0.1 for both TCP and UDP, never returned before in this process."""
-    return free_block(1, align=1)
+    """A port free on 127.0.0.1 for both TCP and UDP, not handed out before in this process.
+
+    Single ports come from their own range, so that they never fragment the range blocks are
+    taken from.
+    """
+    for _ in range(2000):
+        port = random.randrange(_LOW, _SPLIT)
+        if port not in _taken and _bindable(port):
+            _taken.add(port)
+            return port
+    raise RuntimeError(f"no free port in {_LOW}-{_SPLIT}")
 
 
 def free_block(size: int, *, align: int = 2) -> int:
     """The first port of ``size`` consecutive free ports (TCP and UDP), starting on an even port.
 
-    RTP needs an even port and the odd one after it, hence the default alignment.
+    RTP needs an even port and the odd one after it, hence the default alignment. Blocks are
+    handed out in order through their range and never twice in a process (an Asterisk's RTP range
+    is only bound while calls are up, so a bind test alone could hand it out again).
     """
-    for _ in range(200):
-        start = random.randrange(_LOW, _HIGH - size) // align * align
+    global _next_block
+    while True:
+        start = (_next_block + align - 1) // align * align
+        if start + size > _HIGH:
+            break
+        _next_block = start + size
         block = range(start, start + size)
         if _taken.isdisjoint(block) and all(_bindable(p) for p in block):
             _taken.update(block)
             return start
-    raise RuntimeError(f"no block of {size} free ports in {_LOW}-{_HIGH}")
+    raise RuntimeError(f"no block of {size} free ports in {_SPLIT}-{_HIGH}")

@@ -1,0 +1,151 @@
+"""``make demo``: bring up Redis, Asterisk 22 and screener, walk one harassment call through.
+
+Everything is real: a redis-server, the Asterisk chroot built by scripts/setup.sh with the
+shipped deploy/asterisk config, the screener daemon as ``screener run``, and SIP calls placed by
+SIPp (a caller on the hotline, an agent who presses *9). The timeline printed comes from AMI
+events; the flag from Redis through ``screener flags``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tests.lab import REPO, missing
+from tests.lab.ami import AmiMessage, AmiObserver, where
+from tests.lab.asterisk import AsteriskLab
+from tests.lab.asterisk_config import DID_QUEUE
+from tests.lab.daemon import ScreenerDaemon
+from tests.lab.prompts import install_lab_prompts
+from tests.lab.redis import RedisServer
+from tests.lab.sipp import SippFactory
+
+CALLER = "13812341234"
+ANALYSIS_SECONDS = 8
+
+
+def say(t0: float, text: str) -> None:
+    print(f"  {time.monotonic() - t0:6.2f}s  {text}", flush=True)
+
+
+async def walk_the_call(lab: AsteriskLab, daemon: ScreenerDaemon, work: Path) -> None:
+    ami = AmiObserver(lab.ami_port, lab.secrets.lab_user, lab.secrets.lab_secret)
+    await ami.connect()
+    await ami.action(
+        {
+            "Action": "Setvar",
+            "Variable": "SCREENER_ANALYSIS_SECONDS",
+            "Value": str(ANALYSIS_SECONDS),
+        }
+    )
+    sipp = SippFactory(lab, work / "sipp")
+    try:
+        print(f"\nA caller ({CALLER}) dials the hotline {DID_QUEUE}; agent1 answers, hears abuse,")
+        print("and presses *9 two seconds into the call.\n")
+        agent = sipp.agent("agent1", dtmf="*9", dtmf_delay_ms=2000)
+        caller = sipp.caller(DID_QUEUE, from_user=CALLER, from_name="Prank Caller")
+        t0 = time.monotonic()
+        joined = await ami.wait_for(where(Event="QueueCallerJoin", Queue="hotline"), 15)
+        caller_channel = joined["Channel"]
+        say(t0, f"caller {caller_channel} enters the hotline queue")
+        connect = await ami.wait_for(where(Event="AgentConnect", Queue="hotline"), 15)
+        agent_channel = connect["DestChannel"]
+        say(t0, f"agent answers on {agent_channel}")
+        nine = await ami.wait_for(
+            where(Event="DTMFEnd", Channel=agent_channel, Digit="9", Direction="Received"), 15
+        )
+        say(t0, "agent presses *9 (the caller hears nothing)")
+        await ami.wait_for(where(Event="UserEvent", UserEvent="ScreenerFlag"), 5)
+        say(t0, "the flag key raises ScreenerFlag; screener verifies it on the live channel")
+        moved: AmiMessage = await ami.wait_for(
+            where(Event="QueueCallerJoin", Queue="screener-analysis", Channel=caller_channel), 10
+        )
+        ms = (moved.received_at - nine.received_at) * 1000
+        say(t0, f"caller moved into the analysis queue ({ms:.0f} ms after the key)")
+        moh = await ami.wait_for(where(Event="MusicOnHoldStart", Channel=caller_channel), 10)
+        say(
+            t0,
+            f'caller hears "You have entered the automatic call analysis system, please wait",'
+            f" then the signal tone (class {moh['Class']})",
+        )
+        await ami.wait_for(where(Event="Hangup", Channel=agent_channel), 10)
+        say(t0, "agent hears a beep and is released for the next call")
+        await ami.wait_for(
+            where(Event="Newexten", Channel=caller_channel, AppData="screener/analysis-complete"),
+            ANALYSIS_SECONDS + 10,
+        )
+        say(t0, 'caller hears "Analysis complete, please hang up"')
+        await ami.wait_for(where(Event="Hangup", Channel=caller_channel), 15)
+        say(t0, "the call ends")
+        await caller.finished(20)
+        await agent.finished(20)
+    finally:
+        sipp.close()
+        await ami.close()
+
+
+def show_results(daemon: ScreenerDaemon, redis: RedisServer) -> None:
+    print("\nWhat screener recorded (screener flags):\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCREENER_")}
+    env["SCREENER_REDIS__URL"] = redis.url
+    for args in (["flags"], ["flags", "--json"]):
+        subprocess.run([sys.executable, "-m", "screener", *args], env=env, check=True, cwd=REPO)
+    print("\nFrom /metrics:")
+    for name in (
+        "screener_flags_total",
+        "screener_flag_requests_total",
+        "screener_attacks_total",
+        "screener_flag_redirect_seconds_count",
+    ):
+        print(f"  {name} = {daemon.metric(name):g}")
+
+
+async def main() -> int:
+    problems = missing()
+    if problems:
+        print("demo: the lab is not installed: " + "; ".join(problems), file=sys.stderr)
+        return 1
+    with tempfile.TemporaryDirectory(prefix="screener-demo-") as tmp:
+        work = Path(tmp)
+        print("Starting redis-server, Asterisk 22 (deploy/asterisk config) and screener...")
+        redis = RedisServer(work / "redis")
+        redis.start()
+        install_lab_prompts(work / "prompts")
+        lab = AsteriskLab(prompts=work / "prompts")
+        daemon = None
+        try:
+            lab.start()
+            print(f"  Asterisk up in {lab.startup_seconds:.2f}s (SIP 127.0.0.1:{lab.sip_port})")
+            daemon = ScreenerDaemon(
+                work / "screener",
+                ami_port=lab.ami_port,
+                ami_user=lab.secrets.screener_user,
+                ami_secret=lab.secrets.screener_secret,
+                redis_url=redis.url,
+                env={"SCREENER_LOG__LEVEL": "INFO"},
+            )
+            daemon.start()
+            print(f"  screener up (HTTP 127.0.0.1:{daemon.http_port}, logged in to AMI)")
+            await walk_the_call(lab, daemon, work)
+            show_results(daemon, redis)
+            print("\nscreener's log of the flag:")
+            for line in daemon.logs().splitlines():
+                if " flag " in line:
+                    print("  " + line)
+        finally:
+            if daemon is not None:
+                daemon.stop()
+            lab.stop()
+            lab.cleanup()
+            redis.stop()
+    print("\nDemo complete.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
