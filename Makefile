@@ -32,6 +32,7 @@ typecheck:
 
 bench: install
 	$(BIN)/python -m bench.flag_latency
+	$(BIN)/python -m bench.flag_e2e
 	$(BIN)/python -m bench.ami_intake
 
 all: lint typecheck test

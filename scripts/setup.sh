@@ -49,8 +49,12 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 if ! .venv/bin/python -c "import screener, pytest" 2>/dev/null || [ pyproject.toml -nt .venv/.installed ]; then
-  .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[dev]'
+  echo "setup: installing screener and its development tools into .venv"
+  if ! { .venv/bin/pip install -q --upgrade pip && .venv/bin/pip install -q -e '.[dev]'; } \
+      >.venv/install.log 2>&1; then
+    tail -n 30 .venv/install.log >&2
+    exit 1
+  fi
   touch .venv/.installed
 fi
 echo "setup: ready (Asterisk chroot: $ROOTFS)"

@@ -67,7 +67,11 @@ async def walk_the_call(lab: AsteriskLab, daemon: ScreenerDaemon, work: Path) ->
         )
         ms = (moved.received_at - nine.received_at) * 1000
         say(t0, f"caller moved into the analysis queue ({ms:.0f} ms after the key)")
-        moh = await ami.wait_for(where(Event="MusicOnHoldStart", Channel=caller_channel), 10)
+        moh = await ami.wait_for(
+            where(Event="MusicOnHoldStart", Channel=caller_channel),
+            10,
+            since=next(i for i, m in enumerate(ami.messages) if m is moved),
+        )
         say(
             t0,
             f'caller hears "You have entered the automatic call analysis system, please wait",'
