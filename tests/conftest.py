@@ -103,6 +103,11 @@ def sipp(asterisk: AsteriskLab, tmp_path: Path) -> Iterator[SippFactory]:
     """Starts SIPp callers/agents against ``asterisk``; all are killed at teardown."""
     factory = SippFactory(asterisk, tmp_path / "sipp")
     yield factory
+    # Hang calls up while the SIPp processes still answer: a BYE to a dead SIPp is resent for
+    # half a minute and lands on the next test's SIPp listening on the same port.
+    if asterisk.running():
+        asterisk.sigcont()
+        asterisk.hangup_all()
     factory.close()
     print(factory.describe())
 

@@ -306,6 +306,7 @@ async def test_asterisk_restart_then_flags_work_again(
     screener: DaemonFactory,
     store: Store,
 ) -> None:
+    """Asterisk restarted under the daemon: it reconnects and the next flag works."""
     daemon = screener()
     asterisk.restart()
     daemon.wait_metric("screener_ami_reconnects_total", timeout=15)
@@ -313,12 +314,16 @@ async def test_asterisk_restart_then_flags_work_again(
     ami = AmiObserver(asterisk.ami_port, asterisk.secrets.lab_user, asterisk.secrets.lab_secret)
     await ami.connect()
     try:
-        sipp.agent("agent1", dtmf_delay_ms=1500)
+        await ami.action(
+            {"Action": "Setvar", "Variable": "SCREENER_ANALYSIS_SECONDS", "Value": "2"}
+        )
+        agent = sipp.agent("agent1", dtmf_delay_ms=1500)
         caller = sipp.caller(DID_QUEUE, from_user="13812348888")
         _, caller_uid, _ = await answered(ami)
         await ami.wait_for(where(Event="QueueCallerJoin", Queue="screener-analysis"), 15)
         assert (await wait_flag_stored(store, caller_uid)).caller.info.e164 == "+8613812348888"
-        caller.kill()
+        assert await caller.finished(20) == 0, caller.describe()
+        assert await agent.finished(20) == 0, agent.describe()
     finally:
         await ami.close()
 
