@@ -81,13 +81,8 @@ async def main(calls: int) -> None:
         sipp = SippFactory(lab, work / "sipp")
         try:
             bare = await series(ami, sipp, calls, bare=True)
-            daemon = ScreenerDaemon(
-                work / "screener",
-                ami_port=lab.ami_port,
-                ami_user=lab.secrets.screener_user,
-                ami_secret=lab.secrets.screener_secret,
-                redis_url=redis.url,
-                env={"SCREENER_LOG__LEVEL": "WARNING"},
+            daemon = ScreenerDaemon.on_lab(
+                work / "screener", lab, redis.url, env={"SCREENER_LOG__LEVEL": "WARNING"}
             )
             daemon.start()
             try:

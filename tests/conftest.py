@@ -142,18 +142,11 @@ class DaemonFactory:
     ) -> ScreenerDaemon:
         """A started daemon; ``lab_user`` logs in as the unfiltered full-privilege user (a PBX
         that did not install the shipped least-privilege user) instead of ``screener``."""
-        secrets = self.asterisk.secrets
-        user, secret = (
-            (secrets.lab_user, secrets.lab_secret)
-            if lab_user
-            else (secrets.screener_user, secrets.screener_secret)
-        )
-        daemon = ScreenerDaemon(
+        daemon = ScreenerDaemon.on_lab(
             self.base / f"daemon-{len(self.daemons)}",
-            ami_port=self.asterisk.ami_port,
-            ami_user=user,
-            ami_secret=secret,
-            redis_url=self.redis.url,
+            self.asterisk,
+            self.redis.url,
+            lab_user=lab_user,
             env=env,
         )
         self.daemons.append(daemon)

@@ -21,6 +21,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.lab import REPO
+from tests.lab.asterisk import AsteriskLab
 from tests.lab.net import free_port
 
 CONFIG = REPO / "deploy" / "screener.toml"
@@ -58,6 +59,31 @@ class ScreenerDaemon:
             "SCREENER_LOG__LEVEL": "DEBUG",
         } | (env or {})
         self._proc: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def on_lab(
+        cls,
+        workdir: Path,
+        lab: AsteriskLab,
+        redis_url: str,
+        *,
+        lab_user: bool = False,
+        env: dict[str, str] | None = None,
+    ) -> ScreenerDaemon:
+        """A daemon for a lab Asterisk: the shipped ``screener`` AMI user, or with ``lab_user``
+        the unfiltered full-privilege one (a PBX that kept an all-powerful AMI user)."""
+        s = lab.secrets
+        user, secret = (
+            (s.lab_user, s.lab_secret) if lab_user else (s.screener_user, s.screener_secret)
+        )
+        return cls(
+            workdir,
+            ami_port=lab.ami_port,
+            ami_user=user,
+            ami_secret=secret,
+            redis_url=redis_url,
+            env=env,
+        )
 
     def start(self, timeout: float = 20.0) -> None:
         """Start and wait until ``/healthz`` says ok (logged in to AMI)."""

@@ -125,13 +125,8 @@ async def main() -> int:
         try:
             lab.start()
             print(f"  Asterisk up in {lab.startup_seconds:.2f}s (SIP 127.0.0.1:{lab.sip_port})")
-            daemon = ScreenerDaemon(
-                work / "screener",
-                ami_port=lab.ami_port,
-                ami_user=lab.secrets.screener_user,
-                ami_secret=lab.secrets.screener_secret,
-                redis_url=redis.url,
-                env={"SCREENER_LOG__LEVEL": "INFO"},
+            daemon = ScreenerDaemon.on_lab(
+                work / "screener", lab, redis.url, env={"SCREENER_LOG__LEVEL": "INFO"}
             )
             daemon.start()
             print(f"  screener up (HTTP 127.0.0.1:{daemon.http_port}, logged in to AMI)")
