@@ -34,6 +34,7 @@ from pydantic_settings import (
 )
 
 from screener.errors import ConfigError
+from screener.number import is_dialable
 
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _DTMF = re.compile(r"[0-9*#A-D]{1,6}")
@@ -217,7 +218,7 @@ class Settings(BaseSettings):
     @classmethod
     def _hotlines(cls, v: dict[str, str]) -> dict[str, str]:
         for did, name in v.items():
-            if not re.fullmatch(r"[0-9+*#]{1,32}", did):
+            if not is_dialable(did):
                 raise ValueError(f"hotline number {did!r} must be dialable digits")
             if not _NAME.fullmatch(name):
                 raise ValueError(f"hotline name {name!r} must be 1-64 of A-Z a-z 0-9 _ -")

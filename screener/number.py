@@ -113,6 +113,9 @@ def normalise(raw: str, default_region: str) -> NumberInfo:
     )
 
 
+MAX_DIALED = 32  # digits of a called number (DID) screener accepts
+
+
 def is_dialable(text: str) -> bool:
-    """True for a non-empty string of ``0-9 + * #`` only (what the dialplan's FILTER keeps)."""
-    return bool(text) and set(text) <= _DIALABLE
+    """True for 1-32 characters of ``0-9 + * #`` only (what the dialplan's FILTER keeps)."""
+    return 0 < len(text) <= MAX_DIALED and set(text) <= _DIALABLE

@@ -46,7 +46,7 @@ from screener.model import (
     FlagSource,
     Presentation,
 )
-from screener.number import normalise
+from screener.number import is_dialable, normalise
 from screener.spool import Spool
 
 logger = logging.getLogger(__name__)
@@ -340,7 +340,7 @@ class FlagService:
         cfg = self.settings
         raw = decode_b64(v["SCREENER_CID_B64"])
         info = normalise(raw, cfg.numbers.default_region)
-        called = v["SCREENER_DID"] if re.fullmatch(r"[0-9+*#]{0,32}", v["SCREENER_DID"]) else ""
+        called = v["SCREENER_DID"] if is_dialable(v["SCREENER_DID"]) else ""
         queue = (
             v["SCREENER_QUEUE"] if re.fullmatch(r"[A-Za-z0-9_-]{0,64}", v["SCREENER_QUEUE"]) else ""
         )

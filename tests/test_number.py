@@ -246,7 +246,15 @@ def test_distinct_invalid_strings_have_distinct_keys(a: str, b: str) -> None:
 
 @pytest.mark.parametrize(
     ("text", "dialable"),
-    [("4008001234", True), ("+86*9#", True), ("", False), ("12 34", False), ("1\r\n", False)],
+    [
+        ("4008001234", True),
+        ("+86*9#", True),
+        ("1" * 32, True),
+        ("1" * 33, False),
+        ("", False),
+        ("12 34", False),
+        ("1\r\n", False),
+    ],
 )
 def test_is_dialable(text: str, dialable: bool) -> None:
     assert is_dialable(text) is dialable
