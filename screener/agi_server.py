@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import socket
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Final, Self
 
@@ -41,6 +42,7 @@ ERROR_VARIABLE: Final = "SCREENER_ERROR"
 """Channel variable set when the server could not run a handler to its end."""
 
 _READ_SIZE: Final = 65536
+_QUICKACK: Final = getattr(socket, "TCP_QUICKACK", None)
 _CLOSE_TIMEOUT: Final = 1.0
 
 Handler = Callable[["AgiSession"], Awaitable[None]]
@@ -62,6 +64,20 @@ class _Wire:
         self._reader = reader
         self._writer = writer
         self.read_timeout = read_timeout
+        sock = writer.get_extra_info("socket")
+        self._quickack = sock if _QUICKACK is not None and sock is not None else None
+
+    def _ack_at_once(self) -> None:
+        """Ask Linux to acknowledge the next segments at once.
+
+        Asterisk writes its environment one line per write(), without TCP_NODELAY, so each line
+        waits (Nagle) for our ACK of the one before. Having written our fence, Linux would
+        delay that ACK by up to 40 ms, hoping to piggyback it on data we never send; measured,
+        this cost ~45 ms per call. TCP_QUICKACK is not sticky, so it is renewed before each read.
+        """
+        if self._quickack is not None:
+            with contextlib.suppress(OSError):
+                self._quickack.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
 
     async def write(self, data: bytes) -> None:
         self._writer.write(data)
@@ -75,6 +91,7 @@ class _Wire:
             TimeoutError: Asterisk sent nothing for `timeout` seconds.
         """
         while (event := self.conn.next_event()) is NEED_DATA:
+            self._ack_at_once()
             async with asyncio.timeout(timeout):
                 data = await self._reader.read(_READ_SIZE)
             self.conn.receive_data(data)

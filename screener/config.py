@@ -25,7 +25,15 @@ from typing import Any, ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -35,6 +43,7 @@ from pydantic_settings import (
 
 from screener.errors import ConfigError
 from screener.number import is_dialable
+from screener.rules import Treatment
 
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _DTMF = re.compile(r"[0-9*#A-D]{1,6}")
@@ -167,6 +176,9 @@ class HttpSettings(_Section):
     token: SecretStr | None = None
     token_file: Path | None = None
     max_body_bytes: int = Field(1_048_576, ge=1024)
+    max_import_bytes: int = Field(
+        256 * 1_048_576, ge=1024, description="largest rules import file accepted over HTTP"
+    )
 
     def resolved_token(self) -> SecretStr | None:
         return _read_secret(self.token, self.token_file, "API token")
@@ -183,6 +195,53 @@ class AgiSettings(_Section):
 
     host: str = "127.0.0.1"
     port: int = Field(4573, ge=0, le=65535)
+    read_timeout: float = Field(5.0, gt=0, le=60, description="seconds to wait for Asterisk")
+    max_connections: int = Field(500, ge=1, le=100_000)
+
+
+class ScreeningSettings(_Section):
+    """Screening on call entry, and automatic blocks from agents' flags."""
+
+    enabled: bool = Field(True, description="false: every call is allowed (and counted)")
+    budget_ms: int = Field(
+        200, ge=10, le=5000, description="fail open (allow) when Redis takes longer"
+    )
+    default_treatment: Treatment = Treatment.ANALYSIS
+    treatments: dict[str, Treatment] = Field(
+        default_factory=dict, description="hotline name -> treatment of its blocked callers"
+    )
+    challenge_digits: str = Field("123456789", description="a challenge asks for one of these")
+    learn_interval: float = Field(60.0, gt=0, le=86400, description="seconds between relearning")
+    learn_factor: float = Field(
+        1.5, gt=0, le=24, description="a high-risk hour has this many times the hourly mean"
+    )
+    learn_min_flags: int = Field(5, ge=1, description="... and at least this many flags")
+    auto_block: bool = True
+    quorum: int = Field(3, ge=2, le=100, description="distinct agents whose flags block a caller")
+    quorum_window_hours: float = Field(24.0, gt=0, le=24 * 90)
+    auto_block_hours: tuple[float, ...] = Field(
+        (1.0, 24.0, 168.0),
+        description="escalating durations of automatic blocks (a permanent one needs an admin)",
+    )
+    sweep_interval: float = Field(60.0, gt=0, le=3600, description="expired-rule clean-up period")
+
+    @field_validator("challenge_digits")
+    @classmethod
+    def _digits(cls, v: str) -> str:
+        if not v or not set(v) <= set("0123456789") or len(set(v)) != len(v):
+            raise ValueError("challenge_digits: distinct digits 0-9, at least one")
+        return v
+
+    @field_validator("auto_block_hours")
+    @classmethod
+    def _durations(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if not v or any(not 0 < h <= 24 * 365 for h in v):
+            raise ValueError("auto_block_hours: one or more durations, each 0-8760 hours")
+        return v
+
+    @property
+    def budget(self) -> float:
+        return self.budget_ms / 1000
 
 
 class LogSettings(_Section):
@@ -209,10 +268,28 @@ class Settings(BaseSettings):
     http: HttpSettings = HttpSettings()
     agi: AgiSettings = AgiSettings()
     log: LogSettings = LogSettings()
+    # hotlines before screening: screening's check reads them (pydantic validates in order)
     hotlines: dict[str, str] = Field(
         default_factory=dict, description="called number (DID) -> hotline name"
     )
+    screening: ScreeningSettings = ScreeningSettings()
     shutdown_timeout: float = Field(5.0, gt=0, le=120)
+
+    @field_validator("screening")
+    @classmethod
+    def _treatments_name_hotlines(
+        cls, v: ScreeningSettings, info: ValidationInfo
+    ) -> ScreeningSettings:
+        hotlines = info.data.get("hotlines")
+        if hotlines is None:  # invalid themselves: reported on their own
+            return v
+        unknown = set(v.treatments) - set(hotlines.values()) - {"other"}
+        if unknown:
+            raise ValueError(
+                f"treatments name unknown hotline(s): {', '.join(sorted(unknown))} "
+                "(configured hotline names, or 'other')"
+            )
+        return v
 
     @field_validator("hotlines")
     @classmethod
@@ -277,3 +354,14 @@ def load(path: Path | None = None, overrides: dict[str, Any] | None = None) -> S
     return Settings.model_construct(
         **{name: getattr(loaded, name) for name in Settings.model_fields}
     )
+
+
+def systemd_notify() -> tuple[str | None, float | None]:
+    """``(NOTIFY_SOCKET, watchdog period in seconds)`` when systemd runs screener as
+    ``Type=notify`` (``WATCHDOG_USEC`` is set with ``WatchdogSec=``); ``(None, None)`` otherwise."""
+    import os
+
+    socket_path = os.environ.get("NOTIFY_SOCKET") or None
+    usec = os.environ.get("WATCHDOG_USEC", "")
+    period = int(usec) / 1_000_000 if usec.isdigit() and int(usec) > 0 else None
+    return socket_path, period

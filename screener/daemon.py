@@ -12,8 +12,16 @@ left are logged), then the daemon exits with the reason. At run time it degrades
   flusher task retries spooled flags every ``SPOOL_FLUSH_INTERVAL`` seconds while Redis is away.
 * A watchdog pings Asterisk and forces a reconnect when it stops answering.
 * A retention task trims the flag index once an hour.
+* The FastAGI server answers the dialplan's screening requests (each connection its own error
+  boundary; see ``agi_server.py``), a learning task refreshes the high-risk hours, and a sweeper
+  deletes expired rules and refreshes the blocklist gauges.
+* Each flag newly stored in Redis is checked for an automatic block (quorum of agents).
+* Under systemd (``Type=notify``, ``WatchdogSec=``) the daemon reports ``READY=1`` once serving
+  and ``WATCHDOG=1`` from its event loop at a third of the watchdog period: a frozen loop (which
+  would hold callers in the screening AGI) stops the pings, and systemd kills and restarts it.
 
-Shutdown (SIGTERM, or SIGINT; a second SIGINT exits at once): stop the HTTP server, let flag
+Shutdown (SIGTERM, or SIGINT; a second SIGINT exits at once): stop taking FastAGI connections
+(the dialplan then fails open: calls go to agents), stop the HTTP server, let flag
 tasks finish for up to ``shutdown_timeout`` seconds, cancel the rest, flush the spool once more,
 close Redis, then close AMI.
 """
@@ -25,19 +33,23 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from screener.admin import RuleAdmin
+from screener.agi_server import AgiServer
 from screener.ami import AmiClient
-from screener.config import Settings
+from screener.config import Settings, systemd_notify
 from screener.errors import StoreError
 from screener.http_api import HttpApi
 from screener.keys import DAY
 from screener.metrics import Metrics
 from screener.model import AmiEvent, DtmfReceived, FlagRequested
+from screener.screening import ScreeningService
 from screener.service import FlagService
 from screener.spool import Spool
 from screener.store import Store
@@ -85,7 +97,25 @@ class Daemon:
             settings.ami, self.events, self.metrics, dtmf=settings.flag.detect_dtmf
         )
         self.service = FlagService(settings, self.ami, self.store, self.spool, self.metrics)
-        self.http = HttpApi(settings.http, self.metrics, self.service, self.store, self.health)
+        self.screening = ScreeningService(settings, self.store, self.metrics)
+        self.service.on_recorded = self.screening.consider_auto_block
+        self.agi = AgiServer(
+            {"screen": self.screening.handle_agi},
+            settings.agi.host,
+            settings.agi.port,
+            read_timeout=settings.agi.read_timeout,
+            max_connections=settings.agi.max_connections,
+            on_error=self.screening.on_agi_error,
+            on_suspicious=self.screening.on_suspicious,
+        )
+        self.http = HttpApi(
+            settings.http,
+            self.metrics,
+            self.service,
+            self.store,
+            self.health,
+            RuleAdmin(settings, self.store),
+        )
         self._flag_tasks: set[asyncio.Task[Any]] = set()
         self._slots = asyncio.Semaphore(MAX_FLAG_TASKS)
         self.ready = asyncio.Event()
@@ -114,7 +144,9 @@ class Daemon:
             self.metrics.redis_up.set(1)
             await self.ami.connect()
             await self.http.start()
+            await self.agi.start()
         except BaseException:
+            await self.http.close()
             await self._close_edges()
             raise
         tasks = [
@@ -122,19 +154,29 @@ class Daemon:
             asyncio.create_task(self._consume(), name="ami-consumer"),
             asyncio.create_task(self._flush_loop(), name="spool-flusher"),
             asyncio.create_task(self._retention_loop(), name="retention"),
+            asyncio.create_task(
+                self._every(s.screening.learn_interval, "learn", self.screening.relearn),
+                name="learn",
+            ),
+            asyncio.create_task(
+                self._every(s.screening.sweep_interval, "sweep", self._sweep), name="sweep"
+            ),
         ]
         logger.info(
-            "screener running ami=%s:%d http=%s:%d",
+            "screener running ami=%s:%d http=%s:%d agi=%s:%d",
             s.ami.host,
             s.ami.port,
             s.http.host,
             self.http.port,
+            s.agi.host,
+            self.agi.port,
         )
         self.ready.set()
         try:
             await stop.wait()
         finally:
             logger.info("screener stopping")
+            await self.agi.close(drain_timeout=1.0)
             await self.http.close()
             for task in tasks:
                 task.cancel()
@@ -190,6 +232,25 @@ class Daemon:
                     logger.exception("spool flush failed")
             await asyncio.sleep(SPOOL_FLUSH_INTERVAL)
 
+    async def _sweep(self) -> None:
+        await self.screening.sweep_expired()
+        await self.screening.refresh_gauges()
+
+    async def _every(
+        self, interval: float, what: str, job: Callable[[], Awaitable[object]]
+    ) -> None:
+        """Run ``job`` now and then every ``interval`` seconds; a failure is logged and counted,
+        never fatal."""
+        while True:
+            try:
+                await job()
+            except StoreError as e:
+                logger.warning("%s skipped, redis unavailable error=%s", what, e)
+            except Exception:
+                self.metrics.errors.labels(component=what).inc()
+                logger.exception("%s failed", what)
+            await asyncio.sleep(interval)
+
     async def _retention_loop(self) -> None:
         while True:
             cutoff = time.time() - self.settings.flag.retention_days * DAY
@@ -200,6 +261,28 @@ class Daemon:
             except StoreError as e:
                 logger.warning("retention skipped, redis unavailable error=%s", e)
             await asyncio.sleep(RETENTION_INTERVAL)
+
+
+class SystemdNotifier:
+    """The sd_notify datagram protocol (a dozen lines; the PyPI clients are unmaintained)."""
+
+    def __init__(self, path: str | None) -> None:
+        self._address = None if path is None else ("\0" + path[1:] if path[0] == "@" else path)
+
+    def notify(self, state: str) -> None:
+        if self._address is None:
+            return
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+                sock.sendto(state.encode(), self._address)
+        except OSError as e:
+            logger.warning("systemd notify failed state=%s error=%s", state.split("=")[0], e)
+
+
+async def _watchdog_pings(notifier: SystemdNotifier, period: float) -> None:
+    while True:
+        notifier.notify("WATCHDOG=1")
+        await asyncio.sleep(period / 3)
 
 
 async def serve(settings: Settings) -> None:
@@ -219,4 +302,21 @@ async def serve(settings: Settings) -> None:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
-    await Daemon(settings).run(stop)
+    path, period = systemd_notify()
+    notifier = SystemdNotifier(path)
+    daemon = Daemon(settings)
+
+    async def announce() -> None:
+        await daemon.ready.wait()
+        notifier.notify("READY=1")
+        if period is not None:
+            await _watchdog_pings(notifier, period)
+
+    announcer = asyncio.create_task(announce(), name="systemd")
+    try:
+        await daemon.run(stop)
+    finally:
+        notifier.notify("STOPPING=1")
+        announcer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await announcer

@@ -1,5 +1,11 @@
 """The HTTP edge: admin API, ``/metrics`` and ``/healthz`` (the only module importing aiohttp).
 
+Endpoints (all under ``/api/v1``): ``POST/GET flags``; ``GET/POST rules``,
+``GET/DELETE rules/{id}`` (DELETE takes ``?reason=...&by=...``),
+``POST rules/import?format=csv|json`` (the body is the file; any bad line -> 422 with every bad
+line named, nothing applied),
+``GET rules/export?format=csv|json``, ``GET audit``. The audit trail is read-only here.
+
 Admin endpoints require ``Authorization: Bearer <token>`` (compared in constant time) and are
 disabled, with a 503 that says why, when no token is configured. The server binds to localhost
 unless told otherwise. Every request is its own error boundary: an unexpected error is logged,
@@ -16,9 +22,11 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from screener.admin import NotFound, RuleAdmin, RuleFilter
 from screener.config import HttpSettings
-from screener.errors import AmiError, StoreError
+from screener.errors import AmiError, ImportFormatError, StoreError
 from screener.metrics import Metrics
+from screener.rules import Origin, RuleList, check_ids
 from screener.service import FlagService
 from screener.store import Store
 
@@ -41,12 +49,14 @@ class HttpApi:
         service: FlagService,
         store: Store,
         health: Callable[[], dict[str, Any]],
+        admin: RuleAdmin,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
         self.service = service
         self.store = store
         self.health = health
+        self.admin = admin
         secret = settings.resolved_token()
         self._token = secret.get_secret_value().encode() if secret else None
         self.app = web.Application(
@@ -57,6 +67,13 @@ class HttpApi:
         self.app.router.add_get("/metrics", self.metrics_page)
         self.app.router.add_post("/api/v1/flags", self.post_flag)
         self.app.router.add_get("/api/v1/flags", self.get_flags)
+        self.app.router.add_get("/api/v1/rules", self.get_rules)
+        self.app.router.add_post("/api/v1/rules", self.post_rule)
+        self.app.router.add_post("/api/v1/rules/import", self.import_rules)
+        self.app.router.add_get("/api/v1/rules/export", self.export_rules)
+        self.app.router.add_get("/api/v1/rules/{rule_id}", self.get_rule)
+        self.app.router.add_delete("/api/v1/rules/{rule_id}", self.delete_rule)
+        self.app.router.add_get("/api/v1/audit", self.get_audit)
         self._runner: web.AppRunner | None = None
         self.port = settings.port
 
@@ -66,6 +83,9 @@ class HttpApi:
             return await handler(request)
         except web.HTTPException:
             raise
+        except StoreError as e:
+            self.metrics.errors.labels(component="redis").inc()
+            return _error(503, f"redis unavailable: {e}")
         except Exception:
             self.metrics.errors.labels(component="http").inc()
             logger.exception("http request failed path=%s", request.path)
@@ -144,3 +164,113 @@ class HttpApi:
         except StoreError as e:
             return _error(503, f"redis unavailable: {e}")
         return web.json_response({"flags": [f.to_dict() for f in flags]})
+
+    # -- rules -------------------------------------------------------------------------------
+    @staticmethod
+    def _actor(request: web.Request, body: dict[str, Any] | None = None) -> str:
+        by = (body or {}).get("by") or request.query.get("by") or "api"
+        return str(by)
+
+    @staticmethod
+    def _filter(request: web.Request) -> RuleFilter:
+        q = request.query
+        return RuleFilter(
+            list=RuleList(q["list"]) if q.get("list") else None,
+            origin=Origin(q["origin"]) if q.get("origin") else None,
+            value=q.get("value", ""),
+            include_expired=q.get("expired") in ("1", "true", "yes"),
+        )
+
+    async def get_rules(self, request: web.Request) -> web.Response:
+        try:
+            limit = int(request.query.get("limit", "1000"))
+            if not 1 <= limit <= 100_000:
+                raise ValueError("limit must be between 1 and 100000")
+            rules = await self.admin.find(self._filter(request), limit)
+        except ValueError as e:
+            return _error(400, str(e))
+        return web.json_response({"rules": [r.to_dict() for r in rules]})
+
+    async def post_rule(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            return _error(400, 'body must be a JSON object: {"value": "+86...", "reason": "..."}')
+        if not isinstance(body, dict):
+            return _error(400, "body must be a JSON object")
+        actor = self._actor(request, body)
+        fields = {k: v for k, v in body.items() if k != "by"}
+        try:
+            rule = await self.admin.add(fields, actor)
+        except ValueError as e:
+            return _error(400, str(e))
+        return web.json_response({"rule": rule.to_dict()}, status=201)
+
+    async def get_rule(self, request: web.Request) -> web.Response:
+        try:
+            (rule_id,) = check_ids([request.match_info["rule_id"]])
+            rule, history = await self.admin.show(rule_id)
+        except ValueError as e:
+            return _error(400, str(e))
+        except NotFound as e:
+            return _error(404, str(e))
+        return web.json_response(
+            {"rule": rule.to_dict(), "history": [h.to_dict() for h in history]}
+        )
+
+    async def delete_rule(self, request: web.Request) -> web.Response:
+        try:
+            (rule_id,) = check_ids([request.match_info["rule_id"]])
+            rule = await self.admin.remove(
+                rule_id, self._actor(request), request.query.get("reason", "")
+            )
+        except ValueError as e:
+            return _error(400, str(e))
+        except NotFound as e:
+            return _error(404, str(e))
+        return web.json_response({"removed": rule.to_dict()})
+
+    async def import_rules(self, request: web.Request) -> web.Response:
+        fmt = request.query.get("format", "csv")
+        limit = self.settings.max_import_bytes
+        body = bytearray()
+        async for chunk in request.content.iter_chunked(65536):  # its own limit, not the API's
+            body += chunk
+            if len(body) > limit:
+                return _error(413, f"import larger than {limit} bytes: split the file")
+        try:
+            text = body.decode("utf-8-sig")  # spreadsheets may write a BOM
+        except UnicodeDecodeError:
+            return _error(400, "the file must be UTF-8 text")
+        try:
+            ids = await self.admin.import_rules(text, fmt, self._actor(request))
+        except ImportFormatError as e:
+            problems = [{"line": n, "message": m} for n, m in e.problems]
+            return web.json_response(
+                {"error": "nothing imported", "problems": problems}, status=422
+            )
+        except ValueError as e:
+            return _error(400, str(e))
+        return web.json_response({"imported": len(ids), "ids": ids}, status=201)
+
+    async def export_rules(self, request: web.Request) -> web.Response:
+        fmt = request.query.get("format", "csv")
+        try:
+            text = await self.admin.export(fmt, self._filter(request))
+        except ValueError as e:
+            return _error(400, str(e))
+        content_type = "text/csv" if fmt == "csv" else "application/x-ndjson"
+        return web.Response(text=text, content_type=content_type)
+
+    async def get_audit(self, request: web.Request) -> web.Response:
+        try:
+            limit = int(request.query.get("limit", "100"))
+            if not 1 <= limit <= 10_000:
+                raise ValueError("limit must be between 1 and 10000")
+            rule = request.query.get("rule")
+            if rule is not None:
+                check_ids([rule])
+        except ValueError as e:
+            return _error(400, str(e))
+        entries = await self.admin.audit(limit, rule)
+        return web.json_response({"audit": [e.to_dict() for e in entries]})

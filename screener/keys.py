@@ -92,3 +92,59 @@ class KeySpace:
     def hotlines(self) -> str:
         """HASH: hotline name -> flags."""
         return f"{self.root}:pattern:hotlines"
+
+    # -- rules (blocklist and allowlist) ------------------------------------------------------
+    @property
+    def rules(self) -> str:
+        """HASH: rule id -> rule JSON (every rule, both lists)."""
+        return f"{self.root}:rules"
+
+    @property
+    def rules_seq(self) -> str:
+        """STRING: the last rule number handed out (ids are ``r<n>``)."""
+        return f"{self.root}:rules:seq"
+
+    def rule_index(self, kind: str) -> str:
+        """HASH: index value -> space-separated rule ids. ``kind`` is ``number`` (E.164),
+        ``prefix`` (prefixes, and the prefixes covering each range) or ``anonymous``."""
+        if kind not in ("number", "prefix", "anonymous"):
+            raise ValueError(f"no rule index {kind!r}")
+        return f"{self.root}:rules:idx:{kind}"
+
+    @property
+    def rule_counts(self) -> str:
+        """HASH: ``list:match:origin`` -> rules (the blocklist size gauges)."""
+        return f"{self.root}:rules:counts"
+
+    @property
+    def rules_expiry(self) -> str:
+        """ZSET: rule id -> epoch of expiry (rules that expire)."""
+        return f"{self.root}:rules:expiry"
+
+    @property
+    def imports(self) -> str:
+        """HASH: import id -> ``pending:<epoch>``, ``committed`` or ``aborted``."""
+        return f"{self.root}:imports"
+
+    @property
+    def imports_seq(self) -> str:
+        """STRING: the last import number handed out (ids are ``i<n>``)."""
+        return f"{self.root}:imports:seq"
+
+    def import_members(self, import_id: str) -> str:
+        """SET: rule ids staged by an import until it is committed or aborted."""
+        return f"{self.root}:import:{safe_part(import_id)}"
+
+    @property
+    def audit(self) -> str:
+        """STREAM: every change to the rules (who, when, what, why); append-only."""
+        return f"{self.root}:audit"
+
+    @property
+    def autoblocks(self) -> str:
+        """HASH: caller key -> automatic blocks so far (the escalation step)."""
+        return f"{self.root}:autoblocks"
+
+    def autoblock_guard(self, caller_key: str) -> str:
+        """STRING: set while an automatic block of this caller runs (one at a time)."""
+        return f"{self.root}:autoblock:{safe_part(caller_key)}"

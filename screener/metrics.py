@@ -79,3 +79,50 @@ class Metrics:
             "1 if the last Redis operation succeeded.",
             registry=registry,
         )
+        self.screens = Counter(
+            "screener_screens_total",
+            "Calls screened on entry, by verdict, why (allowlist, number, prefix, range, "
+            "anonymous, no_rule, failopen_*) and treatment.",
+            ["verdict", "reason", "treatment", "hotline"],
+            registry=registry,
+        )
+        self.screen_seconds = Histogram(
+            "screener_screen_seconds",
+            "From the FastAGI request to the verdict being decided.",
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.screen_failopen = Counter(
+            "screener_screen_failopen_total",
+            "Screens answered 'allow' because screener could not decide in time.",
+            ["reason"],
+            registry=registry,
+        )
+        self.shadow_hits = Counter(
+            "screener_shadow_hits_total",
+            "Shadow rules that matched a call (what they would have done).",
+            ["match", "action"],
+            registry=registry,
+        )
+        self.auto_blocks = Counter(
+            "screener_auto_blocks_total",
+            "Automatic blocks made from a quorum of agents' flags.",
+            registry=registry,
+        )
+        self.rules = Gauge(
+            "screener_rules",
+            "Blocklist and allowlist sizes by list, match kind and origin.",
+            ["list", "match", "origin"],
+            registry=registry,
+        )
+        self.high_risk_hours = Gauge(
+            "screener_high_risk_hours",
+            "Hours of day currently learned as high-risk (from agents' flags).",
+            registry=registry,
+        )
+        self.agi_sessions = Counter(
+            "screener_agi_sessions_total",
+            "FastAGI connections that ended in error, by kind (remote, timeout, overload...).",
+            ["kind"],
+            registry=registry,
+        )

@@ -75,6 +75,34 @@ def _hashed(raw: str) -> str:
     return "h" + hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:24]
 
 
+def _parse(text: str, default_region: str) -> phonenumbers.PhoneNumber | None:
+    """The parsed number, or None for what is not a dialable number (see :func:`normalise`)."""
+    if (
+        len(text) > _MAX_PARSE
+        or not set(text) <= _NUMBER_CHARS
+        or not any(c.isdigit() for c in text)
+    ):
+        return None
+    try:
+        return phonenumbers.parse(text, default_region.upper() or None)
+    except phonenumbers.NumberParseException:
+        return None
+
+
+@lru_cache(maxsize=65536)
+def identity(raw: str, default_region: str) -> tuple[str, str]:
+    """``(key, e164)`` exactly as :func:`normalise` gives them, without the metadata lookups
+    (validity, type, area, carrier) that cost ~0.13 ms a number: the screening hot path."""
+    text = raw.strip(" ")
+    if text.lower() in ANONYMOUS_WORDS:
+        return ANONYMOUS, ""
+    parsed = _parse(text, default_region)
+    if parsed is None:
+        return _hashed(raw), ""
+    e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    return e164, e164
+
+
 @lru_cache(maxsize=65536)
 def normalise(raw: str, default_region: str) -> NumberInfo:
     """Normalise a raw caller number to E.164 with the library's metadata.
@@ -85,16 +113,8 @@ def normalise(raw: str, default_region: str) -> NumberInfo:
     text = raw.strip(" ")  # only spaces: CR/LF around a number mark a hostile value
     if text.lower() in ANONYMOUS_WORDS:
         return NumberInfo(ANONYMOUS, "", False, ANONYMOUS, "", "", "", ANONYMOUS)
-    if (
-        len(text) > _MAX_PARSE
-        or not set(text) <= _NUMBER_CHARS
-        or not any(c.isdigit() for c in text)
-    ):
-        key = _hashed(raw)
-        return NumberInfo(key, "", False, "invalid", "", "", "", key[:9])
-    try:
-        parsed = phonenumbers.parse(text, default_region.upper() or None)
-    except phonenumbers.NumberParseException:
+    parsed = _parse(text, default_region)
+    if parsed is None:
         key = _hashed(raw)
         return NumberInfo(key, "", False, "invalid", "", "", "", key[:9])
     e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)

@@ -72,7 +72,12 @@ MOH_CLASS_PREFIX = "screener-analysis-"
 MOH_ENTER_NAME = "1-analysis-enter"
 SIT_NAME = "2-sit"
 MOH_ENTER_PROMPT = "analysis-enter"
-REQUIRED_PROMPTS = ("analysis-enter", "analysis-complete")  # what extensions_screener.conf plays
+REQUIRED_PROMPTS = (  # what extensions_screener.conf plays
+    "analysis-enter",
+    "analysis-complete",
+    "line-fault",
+    *(f"challenge-{digit}" for digit in range(10)),
+)
 
 SAMPLE_RATE = 8000
 SAMPLE_WIDTH = 2

@@ -28,6 +28,7 @@ import logging
 import re
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -130,6 +131,8 @@ class FlagService:
         )
         self._recent: OrderedDict[str, None] = OrderedDict()
         self._in_flight: set[str] = set()
+        self.on_recorded: Callable[[Flag], Awaitable[object]] | None = None
+        """Called once per flag newly stored in Redis (automatic blocks hang here)."""
 
     # -- entry points ------------------------------------------------------------------------
     async def handle(self, event: AmiEvent) -> FlagResult | None:
@@ -373,7 +376,7 @@ class FlagService:
     async def _persist(self, flag: Flag) -> bool:
         """Write a spooled flag to Redis; on failure it stays spooled for :meth:`flush_spool`."""
         try:
-            await self.store.record_flag(flag, self.settings.flag.retention_days)
+            created = await self.store.record_flag(flag, self.settings.flag.retention_days)
         except StoreError as e:
             self.metrics.redis_up.set(0)
             self.metrics.errors.labels(component="redis").inc()
@@ -382,6 +385,12 @@ class FlagService:
             return False
         self.metrics.redis_up.set(1)
         self.spool.remove(flag.flag_id)
+        if created and self.on_recorded is not None:
+            try:
+                await self.on_recorded(flag)
+            except StoreError as e:
+                self.metrics.errors.labels(component="redis").inc()
+                logger.warning("after-flag step skipped flag=%s error=%s", flag.flag_id, e)
         return True
 
     async def flush_spool(self) -> int:

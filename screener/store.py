@@ -9,8 +9,10 @@ recording the same flag twice is a no-op (the flag id is the caller channel's Un
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -20,6 +22,7 @@ from redis.exceptions import RedisError
 from screener.errors import StoreError
 from screener.keys import DAY, KeySpace
 from screener.model import Flag
+from screener.rules import Match, Origin, Rule
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +59,132 @@ redis.call('HINCRBY', KEYS[10], ARGV[7] .. ':' .. ARGV[6], 1)
 redis.call('HINCRBY', KEYS[11], ARGV[8], 1)
 return 1
 """
+
+
+# KEYS: rules seq index expiry audit guard autoblocks counts import-members
+# ARGV: rule json starting '{"id":""' | expires_at or '' | guard ttl ms or '' | caller key |
+#       by | action | why | now | counts field | import id or '' | index values...
+# A rule added with an import id is staged: stored and indexed, but screening and listing ignore
+# it until the import is committed (see _CANDIDATES and Store.import_rules).
+_ADD_RULE = """
+if ARGV[3] ~= '' then
+  if not redis.call('SET', KEYS[6], '1', 'NX', 'PX', ARGV[3]) then return false end
+  redis.call('HINCRBY', KEYS[7], ARGV[4], 1)
+end
+local id = 'r' .. redis.call('INCR', KEYS[2])
+local head = '{"id":"' .. id .. '"'
+if ARGV[10] ~= '' then
+  head = head .. ',"import":"' .. ARGV[10] .. '"'
+  redis.call('SADD', KEYS[9], id)
+end
+local json = head .. string.sub(ARGV[1], 9)
+redis.call('HSET', KEYS[1], id, json)
+redis.call('HINCRBY', KEYS[8], ARGV[9], 1)
+for i = 11, #ARGV do
+  local cur = redis.call('HGET', KEYS[3], ARGV[i])
+  redis.call('HSET', KEYS[3], ARGV[i], cur and (cur .. ' ' .. id) or id)
+end
+if ARGV[2] ~= '' then redis.call('ZADD', KEYS[4], ARGV[2], id) end
+redis.call('XADD', KEYS[5], '*', 'at', ARGV[8], 'by', ARGV[5], 'action', ARGV[6],
+           'rule', id, 'why', ARGV[7], 'data', json)
+return id
+"""
+
+# KEYS: rules index expiry audit counts guard
+# ARGV: id | the rule json as read (compare-and-delete) | by | action | why | now | counts field |
+#       index values...   (guard: an automatic block's one-at-a-time key, deleted with it)
+_REMOVE_RULE = """
+local json = redis.call('HGET', KEYS[1], ARGV[1])
+if not json then return 0 end
+if json ~= ARGV[2] then return -1 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+if redis.call('HINCRBY', KEYS[5], ARGV[7], -1) <= 0 then redis.call('HDEL', KEYS[5], ARGV[7]) end
+for i = 8, #ARGV do
+  local cur = redis.call('HGET', KEYS[2], ARGV[i])
+  if cur then
+    local kept = {}
+    for id in string.gmatch(cur, '%S+') do
+      if id ~= ARGV[1] then kept[#kept + 1] = id end
+    end
+    if #kept == 0 then redis.call('HDEL', KEYS[2], ARGV[i])
+    else redis.call('HSET', KEYS[2], ARGV[i], table.concat(kept, ' ')) end
+  end
+end
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('DEL', KEYS[6])
+redis.call('XADD', KEYS[4], '*', 'at', ARGV[6], 'by', ARGV[3], 'action', ARGV[4],
+           'rule', ARGV[1], 'why', ARGV[5], 'data', json)
+return 1
+"""
+
+# KEYS: rules number-index prefix-index anonymous-index imports
+# ARGV: number key | anonymous kind or '' | E.164 or '' (its prefixes +8, +86, ... are looked up)
+# Rules staged by an import that is not committed are left out.
+_CANDIDATES = """
+local ids = {}
+local function add(s)
+  if s then for id in string.gmatch(s, '%S+') do ids[#ids + 1] = id end end
+end
+add(redis.call('HGET', KEYS[2], ARGV[1]))
+local e164 = ARGV[3]
+if #e164 > 1 then
+  local prefixes = {}
+  for n = 2, #e164 do prefixes[#prefixes + 1] = string.sub(e164, 1, n) end
+  for _, s in ipairs(redis.call('HMGET', KEYS[3], unpack(prefixes))) do add(s) end
+end
+if ARGV[2] ~= '' then
+  add(redis.call('HGET', KEYS[4], ARGV[2]))
+  if ARGV[2] ~= 'any' then add(redis.call('HGET', KEYS[4], 'any')) end
+end
+if #ids == 0 then return {} end
+local found = {}
+local states = {}
+for _, json in ipairs(redis.call('HMGET', KEYS[1], unpack(ids))) do
+  if json then
+    local import = string.match(json, '^{"id":"r%d+","import":"(i%d+)"')
+    if import and states[import] == nil then
+      states[import] = redis.call('HGET', KEYS[5], import) == 'committed'
+    end
+    if not import or states[import] then found[#found + 1] = json end
+  end
+end
+return found
+"""
+
+_INDEX_KIND = {
+    Match.NUMBER: "number",
+    Match.PREFIX: "prefix",
+    Match.RANGE: "prefix",
+    Match.ANONYMOUS: "anonymous",
+}
+
+
+def _count_field(rule: Rule) -> str:
+    return f"{rule.list}:{rule.match}:{rule.origin}"
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One change to the rules, as the audit trail keeps it."""
+
+    id: str  # the stream entry id (time-ordered)
+    at: float
+    by: str
+    action: str  # add, import, remove, expire, auto
+    rule: str
+    why: str
+    data: str  # the rule's JSON at that moment
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "at": self.at,
+            "by": self.by,
+            "action": self.action,
+            "rule": self.rule,
+            "why": self.why,
+            "data": json.loads(self.data) if self.data else None,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +226,9 @@ class Store:
         self.keys = keys
         self.timeout = timeout
         self._record = client.register_script(_RECORD_FLAG)
+        self._add_rule = client.register_script(_ADD_RULE)
+        self._remove_rule = client.register_script(_REMOVE_RULE)
+        self._candidates = client.register_script(_CANDIDATES)
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "screener", timeout: float = 1.0) -> Store:
@@ -265,3 +397,343 @@ class Store:
             "expire_flags", self._redis.zremrangebyscore(self.keys.flags, "-inf", older_than)
         )
         return int(removed)
+
+    # -- rules -------------------------------------------------------------------------------
+    def _add_call(
+        self,
+        rule: Rule,
+        by: str,
+        action: str,
+        now: float,
+        guard: tuple[str, float] | None = None,
+        import_id: str = "",
+    ) -> tuple[list[str], list[Any]]:
+        k = self.keys
+        caller_key = guard[0] if guard else "-"
+        keys = [
+            k.rules,
+            k.rules_seq,
+            k.rule_index(_INDEX_KIND[rule.match]),
+            k.rules_expiry,
+            k.audit,
+            k.autoblock_guard(caller_key),
+            k.autoblocks,
+            k.rule_counts,
+            k.import_members(import_id or "i0"),
+        ]
+        body = rule.to_json()
+        assert body.startswith('{"id":""'), "rules are added without an id"
+        args: list[Any] = [
+            body,
+            "" if rule.expires_at is None else f"{rule.expires_at:.3f}",
+            "" if guard is None else str(max(int(guard[1] * 1000), 1)),
+            caller_key,
+            by,
+            action,
+            rule.reason,
+            f"{now:.6f}",
+            _count_field(rule),
+            import_id,
+            *rule.index,
+        ]
+        return keys, args
+
+    async def add_rules(
+        self, rules: Iterable[Rule], *, by: str, action: str, now: float
+    ) -> list[str]:
+        """Store new rules (ids assigned here) in one transaction: all or none.
+
+        Each addition goes to the audit trail as ``action`` (``add``). For big batches use
+        :meth:`import_rules`, which does not hold Redis for the whole batch.
+
+        Raises:
+            StoreError: Redis failed; nothing was stored.
+        """
+        return await self._add_batch(list(rules), by, action, now, "")
+
+    async def _add_batch(
+        self, batch: list[Rule], by: str, action: str, now: float, import_id: str
+    ) -> list[str]:
+        if not batch:
+            return []
+        await self.ping()  # a pipeline is not retried: refresh a connection Redis closed
+        async with self._redis.pipeline(transaction=True) as p:
+            for rule in batch:
+                keys, args = self._add_call(rule, by, action, now, import_id=import_id)
+                await self._add_rule(keys=keys, args=args, client=p)
+            ids = await self._call("add_rules", p.execute(), max(self.timeout, len(batch) / 10_000))
+        return [str(i) for i in ids]
+
+    async def import_rules(
+        self, rules: Iterable[Rule], *, by: str, why: str, now: float, chunk: int = 5000
+    ) -> list[str]:
+        """Store many rules so that they take effect together, without stalling Redis.
+
+        The rules are staged in transactions of ``chunk`` (screening and listing ignore staged
+        rules), then one command commits the import: from then on they all apply. If anything
+        fails, the staged rules are withdrawn (now, or by :meth:`abort_stale_imports` if Redis
+        is gone) and none ever applied. The audit trail gets one ``import`` entry per rule and an
+        ``import-commit`` (or ``import-abort``) entry for the import.
+
+        Raises:
+            StoreError: Redis failed; nothing applies.
+        """
+        k = self.keys
+        number = await self._call("import_rules", self._redis.incr(k.imports_seq))
+        import_id = f"i{number}"
+        await self._call(
+            "import_rules", self._redis.hset(k.imports, import_id, f"pending:{now:.0f}")
+        )
+        batch = list(rules)
+        ids: list[str] = []
+        try:
+            for start in range(0, len(batch), chunk):
+                part = batch[start : start + chunk]
+                ids += await self._add_batch(part, by, "import", now, import_id)
+            await self._call("import_rules", self._commit(import_id, by, why, len(ids), now))
+        except StoreError:
+            with contextlib.suppress(StoreError):
+                await self.abort_import(import_id, by=by, why=f"failed: {why}", now=now)
+            raise
+        return ids
+
+    async def _commit(self, import_id: str, by: str, why: str, count: int, now: float) -> None:
+        k = self.keys
+        async with self._redis.pipeline(transaction=True) as p:
+            p.hset(k.imports, import_id, "committed")
+            p.delete(k.import_members(import_id))
+            p.xadd(
+                k.audit,
+                {
+                    "at": f"{now:.6f}",
+                    "by": by,
+                    "action": "import-commit",
+                    "rule": import_id,
+                    "why": f"{count} rules: {why}"[:300],
+                    "data": "",
+                },
+            )
+            await p.execute()
+
+    async def abort_import(self, import_id: str, *, by: str, why: str, now: float) -> int:
+        """Withdraw the staged rules of an import that was not committed; returns how many.
+
+        Raises:
+            StoreError: Redis failed.
+        """
+        k = self.keys
+        state = await self._call("abort_import", self._redis.hget(k.imports, import_id))
+        if state is None or state == "committed":
+            return 0
+        members = await self._call(
+            "abort_import", self._redis.smembers(k.import_members(import_id))
+        )
+        removed = 0
+        for rule_id in sorted(members, key=lambda r: int(str(r)[1:])):
+            if await self.remove_rule(str(rule_id), by=by, why=why, now=now, action="import-abort"):
+                removed += 1
+        await self._call("abort_import", self._redis.delete(k.import_members(import_id)))
+        await self._call("abort_import", self._redis.hset(k.imports, import_id, "aborted"))
+        return removed
+
+    async def abort_stale_imports(self, now: float, older_than: float = 3600.0) -> int:
+        """Withdraw imports left pending (a crashed importer) for more than ``older_than``
+        seconds; returns how many rules were withdrawn.
+
+        Raises:
+            StoreError: Redis failed.
+        """
+        states = await self._call("abort_stale_imports", self._redis.hgetall(self.keys.imports))
+        removed = 0
+        for import_id, state in states.items():
+            kind, _, since = str(state).partition(":")
+            if kind == "pending" and since.isdigit() and now - int(since) > older_than:
+                removed += await self.abort_import(
+                    str(import_id), by="screener", why="import never committed", now=now
+                )
+        return removed
+
+    async def add_auto_block(self, rule: Rule, *, caller_key: str, now: float) -> str | None:
+        """Store an automatic block unless one of this caller's is still running; counts the
+        caller's automatic blocks (the escalation step). ``None``: one was already running.
+
+        Raises:
+            StoreError: Redis failed.
+        """
+        duration = (rule.expires_at or now) - now
+        keys, args = self._add_call(rule, "screener", "auto", now, (caller_key, duration))
+        rule_id = await self._call("add_auto_block", self._add_rule(keys=keys, args=args))
+        return str(rule_id) if rule_id else None
+
+    async def auto_blocks_of(self, caller_key: str) -> int:
+        """How many automatic blocks this caller has had.
+
+        Raises:
+            StoreError: Redis failed.
+        """
+        n = await self._call("auto_blocks_of", self._redis.hget(self.keys.autoblocks, caller_key))
+        return int(n or 0)
+
+    async def get_rule(self, rule_id: str) -> Rule | None:
+        """The rule, or ``None``.
+
+        Raises:
+            StoreError: Redis failed.
+        """
+        raw = await self._call("get_rule", self._redis.hget(self.keys.rules, rule_id))
+        return Rule.from_json(raw) if raw else None
+
+    async def remove_rule(
+        self, rule_id: str, *, by: str, why: str, now: float, action: str = "remove"
+    ) -> Rule | None:
+        """Delete a rule and its index entries, and audit it; ``None`` if there was none.
+
+        Raises:
+            StoreError: Redis failed, or the rule changed under us (try again).
+        """
+        raw = await self._call("remove_rule", self._redis.hget(self.keys.rules, rule_id))
+        if not raw:
+            return None
+        rule = Rule.from_json(raw)
+        k = self.keys
+        guard = (
+            k.autoblock_guard(rule.value)
+            if rule.origin is Origin.AUTO and rule.match is Match.NUMBER
+            else k.autoblock_guard("-")
+        )
+        keys = [
+            k.rules,
+            k.rule_index(_INDEX_KIND[rule.match]),
+            k.rules_expiry,
+            k.audit,
+            k.rule_counts,
+            guard,
+        ]
+        args = [rule_id, raw, by, action, why, f"{now:.6f}", _count_field(rule), *rule.index]
+        done = await self._call("remove_rule", self._remove_rule(keys=keys, args=args))
+        if done == -1:
+            raise StoreError(f"rule {rule_id} changed while being removed; try again")
+        return rule if done == 1 else None
+
+    async def candidate_rules(
+        self, number_key: str, anonymous_kind: str, e164: str, timeout: float | None = None
+    ) -> list[Rule]:
+        """Every rule a caller's identity could match, in one round trip: by number key, by
+        every prefix of ``e164`` (prefix rules and the prefixes covering ranges), and by
+        ``anonymous_kind``. Unfiltered by time, scope or expiry: that is the policy's job.
+
+        Raises:
+            StoreError: Redis failed or took longer than ``timeout``.
+        """
+        k = self.keys
+        keys = [
+            k.rules,
+            k.rule_index("number"),
+            k.rule_index("prefix"),
+            k.rule_index("anonymous"),
+            k.imports,
+        ]
+        raws = await self._call(
+            "candidate_rules",
+            self._candidates(keys=keys, args=[number_key, anonymous_kind, e164]),
+            timeout,
+        )
+        return [Rule.from_json(r) for r in raws if r]
+
+    async def all_rules(self) -> list[Rule]:
+        """Every rule, oldest first (HSCAN; for listing and export).
+
+        Raises:
+            StoreError: Redis failed.
+        """
+        found: list[Rule] = []
+        imports = await self._call("all_rules", self._redis.hgetall(self.keys.imports))
+
+        async def scan() -> None:
+            async for _, raw in self._redis.hscan_iter(self.keys.rules, count=1000):
+                data = json.loads(raw)
+                staged = data.get("import")
+                if staged is None or imports.get(staged) == "committed":
+                    found.append(Rule.from_dict(data))
+
+        await self._call("all_rules", scan(), max(self.timeout, 60.0))
+        found.sort(key=lambda r: (r.created_at, int(r.id[1:])))
+        return found
+
+    async def rule_counts(self) -> dict[tuple[str, str, str], int]:
+        """(list, match, origin) -> number of rules (kept by the add and remove scripts).
+
+        Raises:
+            StoreError: Redis failed.
+        """
+        raw = await self._call("rule_counts", self._redis.hgetall(self.keys.rule_counts))
+        counts: dict[tuple[str, str, str], int] = {}
+        for name, n in raw.items():
+            rule_list, match, origin = str(name).split(":")
+            counts[(rule_list, match, origin)] = int(n)
+        return counts
+
+    async def expired_rule_ids(self, now: float, limit: int = 500) -> list[str]:
+        """Ids of rules whose expiry has passed (oldest first).
+
+        Raises:
+            StoreError: Redis failed.
+        """
+        ids = await self._call(
+            "expired_rule_ids",
+            self._redis.zrangebyscore(self.keys.rules_expiry, "-inf", now, start=0, num=limit),
+        )
+        return [str(i) for i in ids]
+
+    async def audit_trail(self, limit: int = 100, rule_id: str | None = None) -> list[AuditEntry]:
+        """The latest changes, newest first (optionally of one rule only).
+
+        Raises:
+            StoreError: Redis failed.
+        """
+        since = "-"
+        if rule_id is not None:
+            # entries about a rule are never older than the rule (ids are never reused), so
+            # only the stream since its creation is read
+            raw = await self._call("audit_trail", self._redis.hget(self.keys.rules, rule_id))
+            if raw:
+                since = str(int((Rule.from_json(raw).created_at - 3600) * 1000))  # clock skew
+        entries: Any = await self._call(
+            "audit_trail",
+            self._redis.xrevrange(
+                self.keys.audit, min=since, count=limit if rule_id is None else None
+            ),
+            max(self.timeout, 10.0),
+        )
+        out = []
+        for entry_id, f in entries:
+            if rule_id is not None and f.get("rule") != rule_id:
+                continue
+            out.append(
+                AuditEntry(
+                    id=str(entry_id),
+                    at=float(f.get("at", 0)),
+                    by=f.get("by", ""),
+                    action=f.get("action", ""),
+                    rule=f.get("rule", ""),
+                    why=f.get("why", ""),
+                    data=f.get("data", ""),
+                )
+            )
+            if len(out) >= limit:
+                break
+        return out
+
+    async def agents_who_flagged(self, caller_key: str, since: float) -> dict[str, float]:
+        """Agent -> time of their latest flag of this caller, for flags after ``since``.
+
+        Raises:
+            StoreError: Redis failed.
+        """
+        pairs: Any = await self._call(
+            "agents_who_flagged",
+            self._redis.zrangebyscore(
+                self.keys.caller_agents(caller_key), since, "+inf", withscores=True
+            ),
+        )
+        return {str(a): float(t) for a, t in pairs}

@@ -5,9 +5,11 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from screener.model import CallerId, Flag, FlagSource, Presentation
 from screener.number import normalise
+from screener.rules import Origin, Rule, RuleContext, parse_rule
 
 AT = datetime(2024, 3, 6, 14, 30, 5, tzinfo=UTC)  # a Wednesday, 14h
 
@@ -41,3 +43,26 @@ def make_flag(
         tz=str(at.tzinfo),
     )
     return dataclasses.replace(flag, **changes)
+
+
+RULE_HOTLINES = frozenset({"service", "sales"})
+
+
+def make_rule(
+    value: str = "+8613812341234",
+    *,
+    now: float = AT.timestamp(),
+    actor: str = "alice",
+    origin: Origin = Origin.ADMIN,
+    **fields: object,
+) -> Rule:
+    """A rule as an admin would give it (checked by ``parse_rule``; the id is left empty)."""
+    ctx = RuleContext(
+        region="CN",
+        zone=ZoneInfo("UTC"),
+        now=now,
+        actor=actor,
+        hotlines=RULE_HOTLINES,
+        origin=origin,
+    )
+    return parse_rule({"value": value, "reason": f"test {value}", **fields}, ctx)

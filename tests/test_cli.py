@@ -16,15 +16,17 @@ from click.testing import CliRunner, Result
 from prometheus_client import CollectorRegistry
 
 from screener import __version__
+from screener.admin import RuleAdmin
 from screener.cli import main
 from screener.config import Settings, load
 from screener.errors import AmiError, StoreError
 from screener.http_api import HttpApi
 from screener.metrics import Metrics
 from screener.model import Flag
+from screener.rules import Mode, Origin, Rule, RuleList, Treatment, Verdict
 from screener.service import FlagService
 from screener.spool import Spool
-from screener.store import Store
+from screener.store import AuditEntry, Store
 from tests.factories import AT, make_flag
 from tests.fakes import FakeAsterisk, FlakyStore, inbound_call
 from tests.lab.net import free_port
@@ -340,7 +342,8 @@ async def test_flag_through_a_running_daemon(runner: CliRunner, tmp_path: Path) 
     spool.open()
     store = FlakyStore()
     service = FlagService(settings, asterisk, store, spool, metrics)
-    api = HttpApi(settings.http, metrics, service, Store.from_url("redis://127.0.0.1:1/0"), dict)
+    dead = Store.from_url("redis://127.0.0.1:1/0")
+    api = HttpApi(settings.http, metrics, service, dead, dict, RuleAdmin(settings, dead))
     await api.start()
     try:
         env = {"SCREENER_HTTP__TOKEN": "t0ken", "SCREENER_HTTP__PORT": str(api.port)}
@@ -360,3 +363,325 @@ async def test_flag_through_a_running_daemon(runner: CliRunner, tmp_path: Path) 
     finally:
         await api.close()
         await api.store.aclose()
+
+
+# --- rules ------------------------------------------------------------------------------------
+
+CALLER = "+8613812341234"
+
+
+@pytest.fixture
+def rules_env(redis_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    """An empty test database and a config naming two hotlines."""
+    config = write(
+        tmp_path / "screener.toml",
+        '[hotlines]\n"4008001234" = "service"\n"4008005678" = "sales"\n',
+    )
+    return {**redis_env, "SCREENER_CONFIG": str(config)}
+
+
+def in_store(env: dict[str, str]) -> Store:
+    return Store.from_url(env["SCREENER_REDIS__URL"])
+
+
+def stored_rules(env: dict[str, str]) -> list[Rule]:
+    async def go() -> list[Rule]:
+        store = in_store(env)
+        try:
+            return await store.all_rules()
+        finally:
+            await store.aclose()
+
+    return asyncio.run(go())
+
+
+def audit_of(env: dict[str, str]) -> list[AuditEntry]:
+    async def go() -> list[AuditEntry]:
+        store = in_store(env)
+        try:
+            return await store.audit_trail()
+        finally:
+            await store.aclose()
+
+    return asyncio.run(go())
+
+
+def cli(runner: CliRunner, env: dict[str, str], *args: str) -> Result:
+    return runner.invoke(main, ["rules", *args], env=env)
+
+
+def test_rules_add(runner: CliRunner, rules_env: dict[str, str]) -> None:
+    result = cli(
+        runner, rules_env, "add", "13812341234", "--reason", "threats", "--treatment", "busy",
+        "--hotline", "service", "--window", "mon-fri 22:00-06:00", "--by", "alice",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "added r1 block number +86138****1234 block/busy\n"
+    (rule,) = stored_rules(rules_env)
+    assert (rule.value, rule.treatment, rule.hotlines, rule.created_by) == (
+        CALLER,
+        Treatment.BUSY,
+        ("service",),
+        "alice",
+    )
+    assert [str(w) for w in rule.windows] == ["mon,tue,wed,thu,fri 22:00-06:00"]
+    (entry,) = audit_of(rules_env)
+    assert (entry.action, entry.by, entry.why) == ("add", "alice", "threats")
+
+
+def test_rules_add_allow_shadow_and_expiry(runner: CliRunner, rules_env: dict[str, str]) -> None:
+    assert cli(runner, rules_env, "add", CALLER, "--reason", "vip", "--allow").exit_code == 0
+    result = cli(
+        runner, rules_env, "add", "+86105*", "--reason", "trial", "--shadow", "--expires", "7d",
+        "--action", "challenge",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "added r2 block prefix +86105 challenge shadow\n"
+    allow, prefix = stored_rules(rules_env)
+    assert (allow.list, allow.action) == (RuleList.ALLOW, Verdict.ALLOW)
+    assert prefix.mode is Mode.SHADOW
+    assert prefix.expires_at is not None
+    assert prefix.expires_at - prefix.created_at == 7 * 86400
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["nonsense", "--reason", "x"], "not a phone number"),
+        ([CALLER, "--reason", " "], "reason is required"),
+        ([CALLER, "--reason", "x", "--hotline", "nowhere"], "nowhere"),
+        ([CALLER, "--reason", "x", "--window", "someday"], "someday"),
+        ([CALLER, "--reason", "x", "--expires", "yesterday"], "expires"),
+        ([CALLER, "--reason", "x", "--by", "bob smith"], "actor"),
+        ([CALLER, "--reason", "x", "--allow", "--action", "block"], "allowlist"),
+    ],
+)
+def test_rules_add_refuses_bad_input_with_one_line(
+    runner: CliRunner, rules_env: dict[str, str], args: list[str], message: str
+) -> None:
+    err = assert_one_line_error(cli(runner, rules_env, "add", *args), 2)
+    assert message in err
+    assert stored_rules(rules_env) == []
+
+
+def test_rules_add_needs_a_reason(runner: CliRunner, rules_env: dict[str, str]) -> None:
+    result = cli(runner, rules_env, "add", CALLER)
+    assert result.exit_code == 2
+    assert "--reason" in result.output
+
+
+def add_some(runner: CliRunner, env: dict[str, str]) -> None:
+    for args in (
+        [CALLER, "--reason", "threats"],
+        ["+8613900000000", "--reason", "vip", "--allow"],
+        ["+86105*", "--reason", "public phones", "--action", "analysis"],
+    ):
+        result = cli(runner, env, "add", *args, "--by", "alice")
+        assert result.exit_code == 0, result.output
+
+
+def test_rules_list(runner: CliRunner, rules_env: dict[str, str]) -> None:
+    assert cli(runner, rules_env, "list").stdout == "no rules\n"
+    add_some(runner, rules_env)
+    result = cli(runner, rules_env, "list")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == [
+        "id", "list", "match", "value", "action", "hotlines", "windows", "expires", "mode",
+        "origin", "by", "reason",
+    ]  # fmt: skip
+    assert [line.split()[:5] for line in lines[1:]] == [
+        ["r1", "block", "number", CALLER, "block"],
+        ["r2", "allow", "number", "+8613900000000", "allow"],
+        ["r3", "block", "prefix", "+86105", "analysis"],
+    ]
+    allowed = cli(runner, rules_env, "list", "--list", "allow", "--json")
+    assert [json.loads(line)["id"] for line in allowed.stdout.splitlines()] == ["r2"]
+    by_value = cli(runner, rules_env, "list", "--value", "13812341234", "--json")
+    assert [json.loads(line)["id"] for line in by_value.stdout.splitlines()] == ["r1"]
+    assert len(cli(runner, rules_env, "list", "--limit", "1").stdout.splitlines()) == 2
+
+
+def test_rules_show(runner: CliRunner, rules_env: dict[str, str]) -> None:
+    add_some(runner, rules_env)
+    result = cli(runner, rules_env, "show", "r1")
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.stdout)
+    assert body["rule"]["value"] == CALLER
+    assert [(h["action"], h["by"], h["why"]) for h in body["history"]] == [
+        ("add", "alice", "threats")
+    ]
+    assert "no rule r9" in assert_one_line_error(cli(runner, rules_env, "show", "r9"), 1)
+    assert "rule id" in assert_one_line_error(cli(runner, rules_env, "show", "1"), 2)
+
+
+def test_rules_remove(runner: CliRunner, rules_env: dict[str, str]) -> None:
+    add_some(runner, rules_env)
+    result = cli(runner, rules_env, "remove", "r1", "r3", "--reason", "wrong", "--by", "bob")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        "removed r1 block number +86138****1234 block",
+        "removed r3 block prefix +86105 analysis",
+    ]
+    assert [r.id for r in stored_rules(rules_env)] == ["r2"]
+    removals = [(e.rule, e.by, e.why) for e in audit_of(rules_env) if e.action == "remove"]
+    assert removals == [("r3", "bob", "wrong"), ("r1", "bob", "wrong")]
+
+
+def test_rules_remove_of_an_unknown_rule(runner: CliRunner, rules_env: dict[str, str]) -> None:
+    add_some(runner, rules_env)
+    result = cli(runner, rules_env, "remove", "r1", "r9", "--reason", "cleanup", "--by", "bob")
+    assert result.exit_code == 1
+    assert result.stderr == "screener: no rule r9\n"
+    # what was removed before the failure is said, not silently done
+    assert result.stdout == "removed r1 block number +86138****1234 block\n"
+    assert [r.id for r in stored_rules(rules_env)] == ["r2", "r3"]
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["r1", "--reason", " "], 2),
+        (["x1", "--reason", "x"], 2),
+        (["r1", "--reason", "x", "--by", "bob smith"], 2),
+        (["r1"], 2),  # --reason is required
+        (["--reason", "x"], 2),  # and at least one id
+    ],
+)
+def test_rules_remove_bad_input_keeps_the_rule(
+    runner: CliRunner, rules_env: dict[str, str], args: list[str], code: int
+) -> None:
+    add_some(runner, rules_env)
+    assert cli(runner, rules_env, "remove", *args).exit_code == code
+    assert len(stored_rules(rules_env)) == 3
+
+
+GOOD_CSV = """value,reason,action,hotlines
++8613812341234,threats,block,service
+'+86105*,public phones,challenge,
+withheld,no caller id,analysis,service;sales
+"""
+
+BAD_CSV = """value,reason,action,hotlines
++8613812341234,threats,block,service
+nonsense,x,block,
++8613900000000,,block,
++86105*,fine,block,nowhere
++8613700000000,ok,block,
+"""
+
+
+def test_rules_import(runner: CliRunner, rules_env: dict[str, str], tmp_path: Path) -> None:
+    path = write(tmp_path / "rules.csv", GOOD_CSV)
+    result = cli(runner, rules_env, "import", str(path), "--by", "carol")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "imported 3 rule(s): r1..r3\n"
+    rules = stored_rules(rules_env)
+    assert [(r.value, r.origin, r.created_by) for r in rules] == [
+        (CALLER, Origin.IMPORT, "carol"),
+        ("+86105", Origin.IMPORT, "carol"),
+        ("withheld", Origin.IMPORT, "carol"),
+    ]
+    assert {(e.action, e.by) for e in audit_of(rules_env)} == {
+        ("import", "carol"),
+        ("import-commit", "carol"),
+    }
+
+
+def test_rules_import_with_bad_lines_exits_2_and_imports_nothing(
+    runner: CliRunner, rules_env: dict[str, str], tmp_path: Path
+) -> None:
+    path = write(tmp_path / "rules.csv", BAD_CSV)
+    result = cli(runner, rules_env, "import", str(path))
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    err = result.stderr.splitlines()
+    assert err[0] == "screener: 3 bad line(s), nothing imported:"
+    assert [line.split(":")[0] for line in err[1:]] == ["  line 3", "  line 4", "  line 5"]
+    assert "not a phone number" in err[1]
+    assert "reason is required" in err[2]
+    assert "nowhere" in err[3]
+    assert "Traceback" not in result.output
+    assert stored_rules(rules_env) == []
+    assert audit_of(rules_env) == []
+
+
+def test_rules_import_json_by_suffix(
+    runner: CliRunner, rules_env: dict[str, str], tmp_path: Path
+) -> None:
+    lines = [{"value": CALLER, "reason": "a"}, {"value": "any", "reason": "b"}]
+    path = write(tmp_path / "rules.jsonl", "".join(json.dumps(d) + "\n" for d in lines))
+    result = cli(runner, rules_env, "import", str(path))
+    assert result.exit_code == 0, result.output
+    assert [r.value for r in stored_rules(rules_env)] == [CALLER, "any"]
+    bad = write(tmp_path / "bad.json", '{"value": "+8613900000000", "reason": "c"}\n{oops\n')
+    result = cli(runner, rules_env, "import", str(bad))
+    assert result.exit_code == 2
+    assert "line 2:" in result.stderr
+    assert len(stored_rules(rules_env)) == 2
+
+
+def test_rules_import_of_an_unreadable_file(
+    runner: CliRunner, rules_env: dict[str, str], tmp_path: Path
+) -> None:
+    path = tmp_path / "rules.csv"
+    path.write_bytes(b"value,reason\n\xff\xfe,x\n")
+    assert "cannot read" in assert_one_line_error(cli(runner, rules_env, "import", str(path)), 2)
+    missing = cli(runner, rules_env, "import", str(tmp_path / "missing.csv"))
+    assert missing.exit_code == 2
+
+
+def test_rules_export_round_trip(
+    runner: CliRunner, rules_env: dict[str, str], tmp_path: Path
+) -> None:
+    add_some(runner, rules_env)
+    out = tmp_path / "out.csv"
+    result = cli(runner, rules_env, "export", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    text = out.read_text(encoding="utf-8")
+    assert text == cli(runner, rules_env, "export").stdout
+    assert text.splitlines()[1].startswith("r1,block,number,'+8613812341234,")
+    before = [(r.list, r.value, r.action) for r in stored_rules(rules_env)]
+    client = redis.Redis.from_url(rules_env["SCREENER_REDIS__URL"])
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+    assert cli(runner, rules_env, "import", str(out)).exit_code == 0
+    assert [(r.list, r.value, r.action) for r in stored_rules(rules_env)] == before
+    as_json = cli(runner, rules_env, "export", "--format", "json", "--list", "allow")
+    assert [json.loads(line)["value"] for line in as_json.stdout.splitlines()] == ["+8613900000000"]
+
+
+def test_rules_audit(runner: CliRunner, rules_env: dict[str, str]) -> None:
+    assert cli(runner, rules_env, "audit").stdout == "no changes\n"
+    add_some(runner, rules_env)
+    assert cli(runner, rules_env, "remove", "r1", "--reason", "gone", "--by", "bob").exit_code == 0
+    result = cli(runner, rules_env, "audit")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["time", "by", "action", "rule", "why"]
+    assert [line.split()[2:5] for line in lines[1:]] == [
+        ["bob", "remove", "r1"],
+        ["alice", "add", "r3"],
+        ["alice", "add", "r2"],
+        ["alice", "add", "r1"],
+    ]
+    only = cli(runner, rules_env, "audit", "--rule", "r1", "--json")
+    entries = [json.loads(line) for line in only.stdout.splitlines()]
+    assert [(e["action"], e["why"]) for e in entries] == [("remove", "gone"), ("add", "threats")]
+    assert len(cli(runner, rules_env, "audit", "--limit", "2").stdout.splitlines()) == 3
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["list"], ["show", "r1"], ["audit"], ["export"], ["remove", "r1", "--reason", "x"],
+     ["add", CALLER, "--reason", "x"]],
+)  # fmt: skip
+def test_rules_when_redis_is_down_exits_1(runner: CliRunner, args: list[str]) -> None:
+    env = {
+        "SCREENER_REDIS__URL": f"redis://127.0.0.1:{free_port()}/0",
+        "SCREENER_REDIS__TIMEOUT": "0.5",
+    }
+    err = assert_one_line_error(runner.invoke(main, ["rules", *args], env=env), 1)
+    assert err.startswith("screener: redis ")

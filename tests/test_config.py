@@ -9,6 +9,7 @@ import pytest
 
 from screener.config import Settings, load
 from screener.errors import ConfigError, ScreenerError
+from screener.rules import Treatment
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -330,3 +331,134 @@ def test_settings_are_frozen() -> None:
 def test_shipped_deploy_config_loads() -> None:
     s = load(REPO / "deploy" / "screener.toml")
     assert s.redis.prefix
+
+
+# --- screening and agi ------------------------------------------------------------------------
+
+
+def test_screening_defaults() -> None:
+    s = load().screening
+    assert s.enabled is True
+    assert (s.budget_ms, s.budget) == (200, 0.2)
+    assert s.default_treatment is Treatment.ANALYSIS
+    assert s.treatments == {}
+    assert s.challenge_digits == "123456789"
+    assert (s.learn_interval, s.learn_factor, s.learn_min_flags) == (60.0, 1.5, 5)
+    assert (s.auto_block, s.quorum, s.quorum_window_hours) == (True, 3, 24.0)
+    assert s.auto_block_hours == (1.0, 24.0, 168.0)
+    assert s.sweep_interval == 60.0
+    agi = load().agi
+    assert (agi.read_timeout, agi.max_connections) == (5.0, 500)
+
+
+def test_screening_from_toml_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(
+        tmp_path / "s.toml",
+        """
+[screening]
+budget_ms = 150
+default_treatment = "linefault"
+treatments = { service = "busy", complaints = "reject" }
+challenge_digits = "2468"
+auto_block_hours = [2, 12]
+
+[agi]
+read_timeout = 2.5
+max_connections = 64
+
+[hotlines]
+"4008001234" = "service"
+"4008005678" = "complaints"
+""",
+    )
+    monkeypatch.setenv("SCREENER_SCREENING__QUORUM", "4")
+    s = load(path)
+    assert s.screening.budget == 0.15
+    assert s.screening.default_treatment is Treatment.LINEFAULT
+    assert s.screening.treatments == {"service": Treatment.BUSY, "complaints": Treatment.REJECT}
+    assert s.screening.challenge_digits == "2468"
+    assert s.screening.auto_block_hours == (2.0, 12.0)
+    assert s.screening.quorum == 4
+    assert s.screening.budget_ms == 150  # the rest of [screening] still comes from the file
+    assert (s.agi.read_timeout, s.agi.max_connections) == (2.5, 64)
+
+
+def test_treatments_must_name_configured_hotlines() -> None:
+    with pytest.raises(ConfigError) as info:
+        load(
+            None,
+            {
+                "hotlines": {"4008001234": "service"},
+                "screening": {"treatments": {"service": "busy", "sales": "reject", "x": "busy"}},
+            },
+        )
+    message = str(info.value)
+    assert "screening: treatments name unknown hotline(s): sales, x" in message
+    assert "\n" not in message
+    ok = load(
+        None,
+        {
+            "hotlines": {"4008001234": "service"},
+            "screening": {"treatments": {"service": "busy", "other": "reject"}},
+        },
+    )
+    assert ok.screening.treatments == {"service": Treatment.BUSY, "other": Treatment.REJECT}
+
+
+def test_a_treatments_problem_is_reported_with_the_others() -> None:
+    with pytest.raises(ConfigError) as info:
+        load(
+            None,
+            {
+                "ami": {"port": 0},
+                "hotlines": {"4008001234": "service"},
+                "screening": {"treatments": {"sales": "reject"}},
+            },
+        )
+    assert "ami.port" in str(info.value) and "sales" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("screening", "where"),
+    [
+        ({"budget_ms": 5}, "screening.budget_ms"),
+        ({"budget_ms": 5001}, "screening.budget_ms"),
+        ({"default_treatment": "hangup"}, "screening.default_treatment"),
+        ({"challenge_digits": ""}, "challenge_digits"),
+        ({"challenge_digits": "12a"}, "challenge_digits"),
+        ({"challenge_digits": "113"}, "challenge_digits"),
+        ({"challenge_digits": "*#"}, "challenge_digits"),
+        ({"quorum": 1}, "screening.quorum"),
+        ({"quorum_window_hours": 0}, "screening.quorum_window_hours"),
+        ({"auto_block_hours": []}, "auto_block_hours"),
+        ({"auto_block_hours": [1, 0]}, "auto_block_hours"),
+        ({"auto_block_hours": [1, 9000]}, "auto_block_hours"),
+        ({"learn_min_flags": 0}, "screening.learn_min_flags"),
+        ({"sweep_interval": 0}, "screening.sweep_interval"),
+        ({"budget": 1}, "screening.budget"),  # not a setting, the property derived from budget_ms
+    ],
+)
+def test_screening_validation(screening: dict[str, object], where: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(None, {"screening": screening})
+    assert where in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("agi", "where"),
+    [
+        ({"read_timeout": 0}, "agi.read_timeout"),
+        ({"read_timeout": 61}, "agi.read_timeout"),
+        ({"max_connections": 0}, "agi.max_connections"),
+        ({"port": 70000}, "agi.port"),
+    ],
+)
+def test_agi_validation(agi: dict[str, object], where: str) -> None:
+    with pytest.raises(ConfigError, match=where.replace(".", r"\.")):
+        load(None, {"agi": agi})
+
+
+def test_screening_settings_are_frozen() -> None:
+    s = load()
+    with pytest.raises(ValueError):
+        s.screening.enabled = False  # type: ignore[misc]

@@ -29,13 +29,21 @@ def test_metric_names_and_types() -> None:
         "screener_ami_events": "counter",
         "screener_spool_pending": "gauge",
         "screener_redis_up": "gauge",
+        "screener_screens": "counter",
+        "screener_screen_seconds": "histogram",
+        "screener_screen_failopen": "counter",
+        "screener_shadow_hits": "counter",
+        "screener_auto_blocks": "counter",
+        "screener_rules": "gauge",
+        "screener_high_risk_hours": "gauge",
+        "screener_agi_sessions": "counter",
     }
 
 
 def test_labels_have_low_cardinality() -> None:
     m = Metrics(CollectorRegistry())
     metrics = [v for v in vars(m).values() if not isinstance(v, CollectorRegistry)]
-    assert len(metrics) == 10
+    assert len(metrics) == 18
     for metric in metrics:
         assert not FORBIDDEN_LABELS & set(metric._labelnames)
 
@@ -47,6 +55,40 @@ def test_counter_samples_end_in_total() -> None:
         if family.type == "counter":
             for sample in family.samples:
                 assert sample.name.endswith(("_total", "_created")), sample.name
+
+
+def test_screening_labels() -> None:
+    m = Metrics(CollectorRegistry())
+    labels = {
+        "screens": ("verdict", "reason", "treatment", "hotline"),
+        "screen_failopen": ("reason",),
+        "shadow_hits": ("match", "action"),
+        "rules": ("list", "match", "origin"),
+        "agi_sessions": ("kind",),
+        "auto_blocks": (),
+        "high_risk_hours": (),
+        "screen_seconds": (),
+    }
+    for attr, names in labels.items():
+        assert tuple(getattr(m, attr)._labelnames) == names, attr
+
+
+def test_screening_samples() -> None:
+    m = Metrics(CollectorRegistry())
+    m.screens.labels(verdict="block", reason="number", treatment="busy", hotline="service").inc()
+    m.screen_failopen.labels(reason="timeout").inc()
+    m.auto_blocks.inc()
+    m.rules.labels(list="block", match="number", origin="auto").set(4)
+    m.screen_seconds.observe(0.0007)
+    r = m.registry
+    screen = {"verdict": "block", "reason": "number", "treatment": "busy", "hotline": "service"}
+    assert r.get_sample_value("screener_screens_total", screen) == 1
+    assert r.get_sample_value("screener_screen_failopen_total", {"reason": "timeout"}) == 1
+    assert r.get_sample_value("screener_auto_blocks_total") == 1
+    rules = {"list": "block", "match": "number", "origin": "auto"}
+    assert r.get_sample_value("screener_rules", rules) == 4
+    assert r.get_sample_value("screener_screen_seconds_bucket", {"le": "0.001"}) == 1
+    assert r.get_sample_value("screener_screen_seconds_bucket", {"le": "0.0005"}) == 0
 
 
 def test_a_fresh_registry_per_instance() -> None:

@@ -36,7 +36,9 @@ from screener.prompts import (
 SHIPPED_SOURCES = Path(__file__).resolve().parent.parent / "prompts"
 RATE = prompts.SAMPLE_RATE
 LANGS = ("en", "zh")
-NAMES = ("analysis-enter", "analysis-complete")
+CHALLENGES = tuple(f"challenge-{digit}" for digit in range(10))
+# what extensions_screener.conf plays (written out, not read from the code under test)
+NAMES = ("analysis-enter", "analysis-complete", "line-fault", *CHALLENGES)
 FORMATS = ("wav", "ulaw", "alaw")
 EXPECTED = {
     *(
@@ -205,11 +207,17 @@ def test_prompt_durations_are_sane(built: tuple[Path, list[Path]]) -> None:
     for path in prompt_paths(out, "wav"):
         params, _ = read_wav(path)
         seconds[path] = params.nframes / RATE
-        assert 1.0 < seconds[path] < 8.0, path
+        # the line-fault act ("Hello? Hello? Sorry, the line is faulty...") is the longest text:
+        # cmn speaks it in just over 8 s
+        longest = 10.0 if path.stem == "line-fault" else 8.0
+        assert 1.0 < seconds[path] < longest, path
     for lang in LANGS:
         enter = seconds[out / f"sounds/{lang}/screener/analysis-enter.wav"]
         complete = seconds[out / f"sounds/{lang}/screener/analysis-complete.wav"]
         assert enter > complete  # the longer sentence
+        fault = seconds[out / f"sounds/{lang}/screener/line-fault.wav"]
+        challenges = [seconds[out / f"sounds/{lang}/screener/{n}.wav"] for n in CHALLENGES]
+        assert fault > max(challenges)  # the longer sentence
 
 
 def test_prompts_are_normalised_with_lead_in_and_tail(built: tuple[Path, list[Path]]) -> None:
@@ -312,7 +320,7 @@ def test_recordings_alone_need_no_espeak(tmp_path: Path) -> None:
     for name in NAMES:
         write_wav(sources / f"recordings/en/{name}.wav", 22050, 2, [sine(440, 22050, 0.5, 0.3)])
     written = build_prompts(sources, tmp_path / "out", languages=["en"], espeak="no-such-espeak")
-    assert len(written) == 12  # 2 prompts + the music class's prompt and tone, 3 formats each
+    assert len(written) == 45  # 13 prompts + the music class's prompt and tone, 3 formats each
 
 
 def test_a_misnamed_recording_is_reported(
@@ -412,6 +420,10 @@ def test_text_starting_with_a_dash_is_spoken_not_parsed(espeak_ng: str) -> None:
 # --- sources ----------------------------------------------------------------------------------
 
 
+def test_required_prompts_are_what_the_dialplan_plays() -> None:
+    assert prompts.REQUIRED_PROMPTS == NAMES
+
+
 def test_the_shipped_sources_are_valid() -> None:
     sources = load_sources(SHIPPED_SOURCES / "prompts.toml")
     assert {(s.name, s.language) for s in sources} == {(n, lang) for n in NAMES for lang in LANGS}
@@ -458,7 +470,12 @@ def test_every_source_problem_is_reported_at_once(tmp_path: Path) -> None:
     path.write_text('[prompts.analysis-enter.en]\nvoice = "-x"\ntext = ""\n', encoding="utf-8")
     with pytest.raises(PromptSourceError) as info:
         load_sources(path)
-    assert len(info.value.problems) == 3  # text, voice, and analysis-complete missing
+    problems = info.value.problems
+    assert len(problems) == 14  # text, voice, and the 12 other prompts the dialplan plays missing
+    assert sum("en.text" in p for p in problems) == 1
+    assert sum("en.voice" in p for p in problems) == 1
+    missing = {n for n in NAMES if any(f"prompts.{n}.en: missing" in p for p in problems)}
+    assert missing == set(NAMES) - {"analysis-enter"}
 
 
 def test_missing_sources_file(tmp_path: Path) -> None:
@@ -553,7 +570,9 @@ def test_command_prints_what_it_wrote(
     printed = capsys.readouterr().out.splitlines()
     assert str(out / "sounds/en/screener/analysis-enter.wav") in printed
     assert str(out / f"{SIT}.alaw") in printed
-    assert printed[-1] == f"12 files written under {out}"
+    assert str(out / "sounds/en/screener/line-fault.ulaw") in printed
+    assert str(out / "sounds/en/screener/challenge-9.alaw") in printed
+    assert printed[-1] == f"45 files written under {out}"
 
 
 def test_command_exit_status_for_bad_sources(

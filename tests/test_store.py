@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
 from screener.errors import StoreError
 from screener.keys import DAY, KeySpace
+from screener.rules import Origin, Rule, with_id
 from screener.store import Store
-from tests.factories import AT, make_flag
+from tests.factories import AT, make_flag, make_rule
 from tests.lab.redis import RedisServer
 
 SAFE_KEY = re.compile(r"^\{screener\}:[A-Za-z0-9+._/@:-]+$")
@@ -307,3 +310,418 @@ async def test_older_flag_recorded_late_keeps_first_and_last_right(store: Store)
     assert stats is not None
     assert stats.first == old.at.timestamp()
     assert stats.last == new.at.timestamp()
+
+
+# --- rules ------------------------------------------------------------------------------------
+
+NOW = AT.timestamp()
+
+
+async def stored_rule(store: Store, value: str = CALLER, **fields: Any) -> Rule:
+    rule = make_rule(value, **fields)
+    (rule_id,) = await store.add_rules([rule], by="alice", action="add", now=NOW)
+    return with_id(rule, rule_id)
+
+
+async def index_entries(store: Store, raw: aioredis.Redis) -> dict[str, dict[Any, Any]]:
+    return {
+        kind: await raw.hgetall(store.keys.rule_index(kind))
+        for kind in ("number", "prefix", "anonymous")
+    }
+
+
+async def test_add_rules_assigns_ids_and_writes_every_structure(
+    store: Store, redis_raw: aioredis.Redis
+) -> None:
+    rules = [
+        make_rule(CALLER),
+        make_rule("+86105*"),
+        make_rule("+861012345600..+861012345699", expires="7d"),
+        make_rule("withheld"),
+        make_rule("+8613900000000", list="allow"),
+    ]
+    ids = await store.add_rules(rules, by="alice", action="import", now=NOW)
+    assert ids == ["r1", "r2", "r3", "r4", "r5"]
+    for rule, rule_id in zip(rules, ids, strict=True):
+        back = await store.get_rule(rule_id)
+        assert back == with_id(rule, rule_id)
+        assert back is not None
+        assert back.index == rule.index  # rebuilt on reading
+    assert await index_entries(store, redis_raw) == {
+        "number": {CALLER: "r1", "+8613900000000": "r5"},
+        "prefix": {"+86105": "r2", "+8610123456": "r3"},
+        "anonymous": {"withheld": "r4"},
+    }
+    expiry = await redis_raw.zrange(store.keys.rules_expiry, 0, -1, withscores=True)
+    assert expiry == [("r3", pytest.approx(NOW + 7 * DAY, abs=0.001))]
+    assert await redis_raw.get(store.keys.rules_seq) == "5"
+    audit = await store.audit_trail()
+    assert [(e.rule, e.action, e.by) for e in audit] == [
+        (f"r{n}", "import", "alice") for n in (5, 4, 3, 2, 1)
+    ]
+    assert audit[-1].why == rules[0].reason
+    assert audit[-1].at == NOW
+    assert audit[-1].to_dict()["data"] == with_id(rules[0], "r1").to_dict()
+
+
+async def test_add_rules_of_nothing_writes_nothing(store: Store, redis_raw: aioredis.Redis) -> None:
+    assert await store.add_rules([], by="alice", action="import", now=NOW) == []
+    assert await all_keys(redis_raw) == []
+
+
+async def test_rules_sharing_an_index_value_are_all_found(store: Store) -> None:
+    first = await stored_rule(store, CALLER)
+    second = await stored_rule(store, CALLER, action="challenge", hotlines="sales")
+    found = await store.candidate_rules(CALLER, "", "")
+    assert sorted(found, key=lambda r: r.id) == [first, second]
+
+
+async def test_ids_keep_counting_after_removals(store: Store) -> None:
+    first = await stored_rule(store)
+    await store.remove_rule(first.id, by="bob", why="gone", now=NOW)
+    second = await stored_rule(store)
+    assert second.id == "r2"  # an id is never reused: the audit trail names rules by id
+
+
+async def test_an_import_is_one_transaction(store: Store, redis_raw: aioredis.Redis) -> None:
+    """Another client sees none or all of a batch, never a part of it."""
+    batch = [make_rule(f"+86138{n:08d}") for n in range(5000)]
+    seen: set[int] = set()
+    adding = asyncio.ensure_future(store.add_rules(batch, by="alice", action="import", now=NOW))
+    try:
+        while not adding.done():
+            seen.add(await redis_raw.hlen(store.keys.rules))
+    finally:
+        ids = await adding
+    assert len(ids) == len(batch)
+    seen.add(await redis_raw.hlen(store.keys.rules))
+    assert seen <= {0, len(batch)}
+    assert len(batch) in seen
+    assert await store.rule_counts() == {("block", "number", "admin"): len(batch)}
+
+
+async def test_get_rule_of_an_unknown_id(store: Store) -> None:
+    assert await store.get_rule("r404") is None
+
+
+async def test_remove_rule_cleans_every_index_and_audits(
+    store: Store, redis_raw: aioredis.Redis
+) -> None:
+    keep = await stored_rule(store, CALLER, action="challenge")
+    number = await stored_rule(store, CALLER)
+    wide = await stored_rule(store, "+8613812341250..+8613812341320", expires="1d")
+    anonymous = await stored_rule(store, "any")
+    assert len(wide.index) > 2  # a range indexed under several cover prefixes
+    for rule in (number, wide, anonymous):
+        removed = await store.remove_rule(rule.id, by="bob", why="mistake", now=NOW + 60)
+        assert removed == rule
+        assert await store.get_rule(rule.id) is None
+    assert await index_entries(store, redis_raw) == {
+        "number": {CALLER: keep.id},  # the other rule on the same number stays indexed
+        "prefix": {},
+        "anonymous": {},
+    }
+    assert await redis_raw.zcard(store.keys.rules_expiry) == 0
+    assert await store.rule_counts() == {("block", "number", "admin"): 1}
+    assert await store.candidate_rules(CALLER, "withheld", CALLER) == [keep]
+    history = await store.audit_trail(rule_id=wide.id)
+    assert [(e.action, e.by, e.why, e.at) for e in history] == [
+        ("remove", "bob", "mistake", NOW + 60),
+        ("add", "alice", wide.reason, NOW),
+    ]
+    assert history[0].to_dict()["data"] == wide.to_dict()  # what was removed
+
+
+async def test_remove_rule_of_an_unknown_id_changes_nothing(
+    store: Store, redis_raw: aioredis.Redis
+) -> None:
+    await stored_rule(store)
+    before = {k: await redis_raw.dump(k) for k in await all_keys(redis_raw)}
+    assert await store.remove_rule("r9", by="bob", why="x", now=NOW) is None
+    after = {k: await redis_raw.dump(k) for k in await all_keys(redis_raw)}
+    assert after == before
+
+
+async def test_remove_rule_twice(store: Store) -> None:
+    rule = await stored_rule(store)
+    assert await store.remove_rule(rule.id, by="bob", why="x", now=NOW) == rule
+    assert await store.remove_rule(rule.id, by="bob", why="x", now=NOW) is None
+    assert [e.action for e in await store.audit_trail(rule_id=rule.id)] == ["remove", "add"]
+
+
+async def test_remove_rule_refuses_a_rule_that_changed_meanwhile(
+    store: Store, redis_raw: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rule = await stored_rule(store)
+    real_hget = store._redis.hget
+
+    async def hget_then_someone_edits(name: str, key: str) -> Any:
+        raw = str(await real_hget(name, key))
+        await redis_raw.hset(store.keys.rules, rule.id, raw.replace("test", "edited"))
+        return raw
+
+    monkeypatch.setattr(store._redis, "hget", hget_then_someone_edits)
+    with pytest.raises(StoreError, match="changed while being removed"):
+        await store.remove_rule(rule.id, by="bob", why="x", now=NOW)
+    assert await redis_raw.hexists(store.keys.rules, rule.id)
+    assert await store.candidate_rules(CALLER, "", "") != []  # still indexed
+    assert [e.action for e in await store.audit_trail()] == ["add"]
+
+
+async def test_candidate_rules_finds_what_could_match_and_nothing_else(store: Store) -> None:
+    number = await stored_rule(store, CALLER)
+    allow = await stored_rule(store, CALLER, list="allow")
+    prefix = await stored_rule(store, "+86138*")
+    short_prefix = await stored_rule(store, "+86*")
+    in_range = await stored_rule(store, "+8613812341200..+8613812341299")
+    split_range = await stored_rule(store, "+8613812341150..+8613812341240")
+    withheld = await stored_rule(store, "withheld")
+    anyone = await stored_rule(store, "any")
+    unavailable = await stored_rule(store, "unavailable")
+    # rules for other callers
+    await stored_rule(store, "+8613812341235")
+    await stored_rule(store, "+86139*")
+    await stored_rule(store, "+8613812349000..+8613812349999")
+    await stored_rule(store, "+8613812341300..+8613812341399")
+
+    def ids(rules: list[Rule]) -> set[str]:
+        return {r.id for r in rules}
+
+    found = await store.candidate_rules(CALLER, "", CALLER)
+    assert ids(found) == ids([number, allow, prefix, short_prefix, in_range, split_range])
+    assert len(found) == 6  # each once
+    assert next(r for r in found if r.id == split_range.id) == split_range
+    # the ends of a range that needs several cover prefixes
+    for e164 in ("+8613812341150", "+8613812341240"):
+        got = await store.candidate_rules(e164, "", e164)
+        assert split_range.id in ids(got)
+    assert await store.candidate_rules("anonymous", "withheld", "") == [withheld, anyone]
+    assert ids(await store.candidate_rules("anonymous", "unavailable", "")) == ids(
+        [unavailable, anyone]
+    )
+    assert await store.candidate_rules("+12025550123", "", "+12025550123") == []
+    # asking for the kind "any" itself (an admin's lookup) finds those rules once
+    assert await store.candidate_rules("anonymous", "any", "") == [anyone]
+    assert await store.candidate_rules("h0123456789abcdef01234567", "", "") == []
+
+
+async def test_candidate_rules_when_there_are_none(store: Store) -> None:
+    assert await store.candidate_rules(CALLER, "withheld", CALLER) == []
+
+
+async def test_rule_counts(store: Store) -> None:
+    assert await store.rule_counts() == {}
+    await stored_rule(store, CALLER)
+    await stored_rule(store, "+8613900000000")
+    await stored_rule(store, "+86105*")
+    await stored_rule(store, "+8613900000001", list="allow")
+    rule = make_rule("+8613700000000", origin=Origin.AUTO)
+    await store.add_auto_block(rule, caller_key="+8613700000000", now=NOW)
+    assert await store.rule_counts() == {
+        ("block", "number", "admin"): 2,
+        ("block", "prefix", "admin"): 1,
+        ("allow", "number", "admin"): 1,
+        ("block", "number", "auto"): 1,
+    }
+
+
+async def test_all_rules_oldest_first(store: Store) -> None:
+    later = make_rule("+8613900000000", now=NOW + 10)
+    earlier = make_rule(CALLER, now=NOW)
+    ids = await store.add_rules([later, earlier], by="alice", action="import", now=NOW)
+    second = await store.add_rules([make_rule("+86105*", now=NOW)], by="a", action="add", now=NOW)
+    assert [r.id for r in await store.all_rules()] == [ids[1], *second, ids[0]]
+
+
+async def test_all_rules_when_empty(store: Store) -> None:
+    assert await store.all_rules() == []
+
+
+async def test_expired_rule_ids(store: Store) -> None:
+    soon = await stored_rule(store, CALLER, expires="1h")
+    later = await stored_rule(store, "+8613900000000", expires="2h")
+    await stored_rule(store, "+86105*")  # never expires
+    assert await store.expired_rule_ids(NOW) == []
+    assert await store.expired_rule_ids(NOW + 3600) == [soon.id]  # the expiry itself counts
+    assert await store.expired_rule_ids(NOW + 7200) == [soon.id, later.id]
+    assert await store.expired_rule_ids(NOW + 7200, limit=1) == [soon.id]
+
+
+async def test_audit_trail_newest_first_limited_and_per_rule(store: Store) -> None:
+    a = await stored_rule(store, CALLER)
+    b = await stored_rule(store, "+8613900000000")
+    await store.remove_rule(a.id, by="bob", why="wrong number", now=NOW + 1)
+    trail = await store.audit_trail()
+    assert [(e.rule, e.action) for e in trail] == [(a.id, "remove"), (b.id, "add"), (a.id, "add")]
+    assert trail[0].id > trail[1].id > trail[2].id  # stream ids, time-ordered
+    assert [e.rule for e in await store.audit_trail(limit=2)] == [a.id, b.id]
+    assert [e.action for e in await store.audit_trail(rule_id=a.id)] == ["remove", "add"]
+    assert [e.action for e in await store.audit_trail(limit=1, rule_id=a.id)] == ["remove"]
+    assert await store.audit_trail(rule_id="r99") == []
+
+
+async def test_audit_trail_when_empty(store: Store) -> None:
+    assert await store.audit_trail() == []
+
+
+async def test_agents_who_flagged(store: Store) -> None:
+    t0 = AT
+    await store.record_flag(make_flag("1.1", at=t0, agent="PJSIP/agent1"), RETENTION)
+    await store.record_flag(make_flag("1.2", at=t0 + timedelta(hours=1), agent="PJSIP/agent2"), 1)
+    await store.record_flag(make_flag("1.3", at=t0 + timedelta(hours=2), agent="PJSIP/agent1"), 1)
+    await store.record_flag(make_flag("1.4", "+8613900000000", agent="PJSIP/agent3"), RETENTION)
+    assert await store.agents_who_flagged(CALLER, 0) == {
+        "PJSIP/agent1": (t0 + timedelta(hours=2)).timestamp(),  # the latest flag of each agent
+        "PJSIP/agent2": (t0 + timedelta(hours=1)).timestamp(),
+    }
+    since = (t0 + timedelta(hours=1, seconds=1)).timestamp()
+    assert await store.agents_who_flagged(CALLER, since) == {
+        "PJSIP/agent1": (t0 + timedelta(hours=2)).timestamp()
+    }
+    assert await store.agents_who_flagged("+8613700000000", 0) == {}
+
+
+# --- automatic blocks -------------------------------------------------------------------------
+
+
+def auto_rule(hours: float = 1.0, value: str = CALLER) -> Rule:
+    return make_rule(value, origin=Origin.AUTO, expires=f"{int(hours * 3600)}s", actor="screener")
+
+
+async def test_add_auto_block_guards_and_counts(store: Store, redis_raw: aioredis.Redis) -> None:
+    assert await store.auto_blocks_of(CALLER) == 0
+    rule_id = await store.add_auto_block(auto_rule(1), caller_key=CALLER, now=NOW)
+    assert rule_id == "r1"
+    assert await store.auto_blocks_of(CALLER) == 1
+    guard = store.keys.autoblock_guard(CALLER)
+    assert 3_590_000 < await redis_raw.pttl(guard) <= 3_600_000  # as long as the block
+    # while the guard stands, no second automatic block of this caller
+    assert await store.add_auto_block(auto_rule(24), caller_key=CALLER, now=NOW) is None
+    assert await store.auto_blocks_of(CALLER) == 1
+    assert [r.id for r in await store.all_rules()] == ["r1"]
+    # another caller is not affected
+    other = "+8613900000000"
+    assert await store.add_auto_block(auto_rule(1, other), caller_key=other, now=NOW) == "r2"
+    await redis_raw.delete(guard)  # as if its PX had run out
+    assert await store.add_auto_block(auto_rule(24), caller_key=CALLER, now=NOW) == "r3"
+    assert await store.auto_blocks_of(CALLER) == 2
+    entry = (await store.audit_trail(rule_id="r3"))[0]
+    assert (entry.action, entry.by) == ("auto", "screener")
+
+
+async def test_concurrent_auto_blocks_make_one_rule(
+    store: Store, redis_server: RedisServer
+) -> None:
+    stores = [Store.from_url(redis_server.url, timeout=2.0) for _ in range(8)]
+    try:
+        results = await asyncio.gather(
+            *(s.add_auto_block(auto_rule(1), caller_key=CALLER, now=NOW) for s in stores)
+        )
+    finally:
+        for s in stores:
+            await s.aclose()
+    assert [r for r in results if r is not None] == ["r1"]
+    assert results.count(None) == 7
+    assert await store.auto_blocks_of(CALLER) == 1
+    assert len(await store.all_rules()) == 1
+
+
+# --- failures of the rule methods ---------------------------------------------------------------
+
+
+async def test_rule_methods_raise_store_error_when_redis_is_down(dead_redis: RedisServer) -> None:
+    s = Store.from_url(dead_redis.url, timeout=0.5)
+    try:
+        dead_redis.stop()
+        for call in (
+            s.add_rules([make_rule()], by="alice", action="add", now=NOW),
+            s.add_auto_block(auto_rule(), caller_key=CALLER, now=NOW),
+            s.auto_blocks_of(CALLER),
+            s.get_rule("r1"),
+            s.remove_rule("r1", by="alice", why="x", now=NOW),
+            s.candidate_rules(CALLER, "", CALLER),
+            s.all_rules(),
+            s.rule_counts(),
+            s.expired_rule_ids(NOW),
+            s.audit_trail(),
+            s.agents_who_flagged(CALLER, 0),
+        ):
+            with pytest.raises(StoreError):
+                await call
+    finally:
+        await s.aclose()
+
+
+async def test_candidate_rules_times_out_with_its_own_timeout(dead_redis: RedisServer) -> None:
+    s = Store.from_url(dead_redis.url, timeout=5.0)
+    try:
+        await s.ping()
+        dead_redis.sigstop()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(StoreError, match="timed out"):
+            await s.candidate_rules(CALLER, "", CALLER, timeout=0.05)
+        assert loop.time() - started < 1.0  # the call's timeout, not the store's 5 s
+    finally:
+        dead_redis.sigcont()
+        await s.aclose()
+
+
+# --- staged imports ---------------------------------------------------------------------------
+
+
+async def test_an_import_applies_only_when_committed(
+    store: Store, redis_raw: aioredis.Redis
+) -> None:
+    rules = [make_rule(f"+86138000000{n:02d}") for n in range(12)]
+    staged = await store._add_batch(rules[:5], "carol", "import", NOW, "i7")
+    await redis_raw.hset(store.keys.imports, "i7", f"pending:{NOW:.0f}")
+    assert await store.candidate_rules("+8613800000000", "", "+8613800000000") == []
+    assert await store.all_rules() == []
+    await store._commit("i7", "carol", "test", len(staged), NOW)
+    (found,) = await store.candidate_rules("+8613800000000", "", "+8613800000000")
+    assert found.id == staged[0]
+    assert [r.id for r in await store.all_rules()] == staged
+
+
+async def test_import_rules_stages_in_chunks_then_commits(store: Store) -> None:
+    rules = [make_rule(f"+86138000000{n:02d}") for n in range(12)]
+    ids = await store.import_rules(rules, by="carol", why="file.csv", now=NOW, chunk=5)
+    assert ids == [f"r{n}" for n in range(1, 13)]
+    assert [r.id for r in await store.all_rules()] == ids
+    audit = await store.audit_trail(limit=100)
+    assert audit[0].action == "import-commit" and audit[0].why == "12 rules: file.csv"
+    assert [e.action for e in audit[1:]] == ["import"] * 12
+
+
+async def test_an_aborted_import_is_withdrawn_and_audited(
+    store: Store, redis_raw: aioredis.Redis
+) -> None:
+    rules = [make_rule(f"+86138000000{n:02d}") for n in range(3)]
+    await redis_raw.hset(store.keys.imports, "i9", f"pending:{NOW - 7200:.0f}")
+    staged = await store._add_batch(rules, "carol", "import", NOW, "i9")
+    assert await store.abort_stale_imports(NOW, older_than=3600) == 3
+    for rule_id in staged:
+        assert await store.get_rule(rule_id) is None
+    assert await store.candidate_rules("+8613800000000", "", "+8613800000000") == []
+    assert await store.rule_counts() == {}
+    actions = [e.action for e in await store.audit_trail(limit=10)]
+    assert actions[:3] == ["import-abort"] * 3
+    assert await store.abort_import("i9", by="x", why="again", now=NOW) == 0  # now aborted
+
+
+async def test_a_recent_pending_import_is_left_alone(
+    store: Store, redis_raw: aioredis.Redis
+) -> None:
+    await redis_raw.hset(store.keys.imports, "i3", f"pending:{NOW - 60:.0f}")
+    await store._add_batch([make_rule()], "carol", "import", NOW, "i3")
+    assert await store.abort_stale_imports(NOW, older_than=3600) == 0
+
+
+async def test_removing_an_automatic_block_clears_its_guard(store: Store) -> None:
+    rule = make_rule(CALLER, origin=Origin.AUTO, expires="1h")
+    first = await store.add_auto_block(rule, caller_key=CALLER, now=NOW)
+    assert first is not None
+    assert await store.add_auto_block(rule, caller_key=CALLER, now=NOW) is None  # guarded
+    await store.remove_rule(first, by="alice", why="false alarm", now=NOW)
+    assert await store.add_auto_block(rule, caller_key=CALLER, now=NOW) is not None

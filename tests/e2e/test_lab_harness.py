@@ -48,9 +48,10 @@ def test_pcmu_pcap_is_20ms_packets(tmp_path: Path) -> None:
     assert all(len(rtp) == 12 + 160 and rtp[1] & 0x7F == 0 for _, rtp in packets)
 
 
-def test_rendered_config_includes_the_shipped_files_and_replaces_only_the_secret() -> None:
+def test_rendered_config_includes_the_shipped_files_and_replaces_secret_and_agi_port() -> None:
     ports = LabPorts(
-        sip=1, ami=2, rtp_start=10, rtp_end=20, agents={"agent1": 3, "agent2": 4, "agent3": 5},
+        sip=1, ami=2, agi=8, rtp_start=10, rtp_end=20,
+        agents={"agent1": 3, "agent2": 4, "agent3": 5},
         callers=(6, 7),
     )  # fmt: skip
     files = render_config("/tmp/x", ports, LabSecrets(screener_secret="s3cret"))
@@ -61,6 +62,7 @@ def test_rendered_config_includes_the_shipped_files_and_replaces_only_the_secret
     assert "change-me" not in files["manager_screener.conf"]
     assert "astetcdir => /tmp/x/etc" in files["asterisk.conf"]
     assert "match = 127.0.0.1:6" in files["pjsip.conf"]
+    assert "SCREENER_AGI=agi://127.0.0.1:8/screen" in files["extensions_screener.conf"]
 
 
 def test_rewrite_secret_touches_only_the_named_section() -> None:

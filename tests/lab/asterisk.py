@@ -45,7 +45,8 @@ class AsteriskLab:
     ``prompts`` is a directory laid out like an Asterisk data dir (``sounds/...``, ``moh/...``)
     that is copied into the instance; without it the prompts are built for this instance.
     ``extra_dialplan`` is appended to ``extensions.conf``; ``dialplan_prelude`` goes before its
-    ``#include extensions_screener.conf`` (e.g. a site's own ``[globals]``).
+    ``#include extensions_screener.conf`` (e.g. a site's own ``[globals]``). ``verbose`` is the
+    root verbosity (``core set verbose`` from ``cli()`` only changes that remote console's).
     """
 
     def __init__(
@@ -57,6 +58,7 @@ class AsteriskLab:
         dialplan_prelude: str = "",
         rtp_ports: int = 400,
         caller_ports: int = 4,
+        verbose: int = 3,
     ) -> None:
         self.rootfs = rootfs
         self.id = f"{os.getpid()}-{next(_ids)}"
@@ -65,10 +67,12 @@ class AsteriskLab:
         self.prompts = prompts
         self.extra_dialplan = extra_dialplan
         self.dialplan_prelude = dialplan_prelude
+        self.verbose = verbose
         rtp_start = free_block(rtp_ports)
         self.ports = LabPorts(
             sip=free_port(),
             ami=free_port(),
+            agi=free_port(),
             rtp_start=rtp_start,
             rtp_end=rtp_start + rtp_ports - 1,
             agents={agent: free_port() for agent in AGENTS},
@@ -107,6 +111,11 @@ class AsteriskLab:
     def sip_port(self) -> int:
         return self.ports.sip
 
+    @property
+    def agi_port(self) -> int:
+        """Where the dialplan's screening AGI connects (a daemon on the lab listens there)."""
+        return self.ports.agi
+
     def agent_port(self, agent: str) -> int:
         """The UDP port where ``agent``'s SIPp must listen (its static PJSIP contact)."""
         return self.ports.agents[agent]
@@ -127,6 +136,7 @@ class AsteriskLab:
             self.secrets,
             extra_dialplan=self.extra_dialplan,
             dialplan_prelude=self.dialplan_prelude,
+            verbose=self.verbose,
         )
         for name, text in files.items():
             (self.dir / "etc" / name).write_text(text)

@@ -68,6 +68,7 @@ MODULES = (
     "pbx_config.so", "app_dial.so", "app_queue.so", "app_playback.so", "app_stack.so",
     "app_userevent.so", "app_echo.so", "app_verbose.so", "app_senddtmf.so", "app_db.so",
     "app_blind_transfer.so", "app_channelredirect.so", "app_softhangup.so", "app_exec.so",
+    "app_read.so",
     "res_agi.so", "res_speech.so", "res_musiconhold.so",
     "func_base64.so", "func_callerid.so", "func_channel.so", "func_cut.so", "func_db.so",
     "func_global.so", "func_logic.so", "func_math.so", "func_rand.so", "func_sha1.so",
@@ -84,6 +85,7 @@ class LabPorts:
 
     sip: int
     ami: int
+    agi: int
     rtp_start: int
     rtp_end: int
     agents: dict[str, int]
@@ -105,14 +107,16 @@ def render_config(
     *,
     extra_dialplan: str = "",
     dialplan_prelude: str = "",
+    verbose: int = 3,
 ) -> dict[str, str]:
     """File name -> text for the instance's etc dir. ``root`` is the instance dir in the chroot.
 
     ``dialplan_prelude`` goes into ``extensions.conf`` before ``#include extensions_screener.conf``
-    (e.g. a site's own ``[globals]``), ``extra_dialplan`` at its end.
+    (e.g. a site's own ``[globals]``), ``extra_dialplan`` at its end. ``verbose`` is the root
+    verbosity (3: every dialplan step is written to the full log; 0: none).
     """
     files = {
-        "asterisk.conf": _asterisk_conf(root),
+        "asterisk.conf": _asterisk_conf(root, verbose),
         "modules.conf": _modules_conf(),
         "logger.conf": _logger_conf(),
         "rtp.conf": f"[general]\nrtpstart = {ports.rtp_start}\nrtpend = {ports.rtp_end}\n",
@@ -136,7 +140,18 @@ def render_config(
     files["manager_screener.conf"] = rewrite_secret(
         files["manager_screener.conf"], secrets.screener_user, secrets.screener_secret
     )
+    files["extensions_screener.conf"] = rewrite_agi_port(
+        files["extensions_screener.conf"], ports.agi
+    )
     return files
+
+
+def rewrite_agi_port(text: str, port: int) -> str:
+    """Point the shipped ``SCREENER_AGI`` global at the lab's daemon port."""
+    shipped = "SCREENER_AGI=agi://127.0.0.1:4573/screen"
+    if shipped not in text:
+        raise ValueError("extensions_screener.conf no longer sets SCREENER_AGI as expected")
+    return text.replace(shipped, f"SCREENER_AGI=agi://127.0.0.1:{port}/screen")
 
 
 def rewrite_secret(text: str, user: str, secret: str) -> str:
@@ -152,7 +167,7 @@ def rewrite_secret(text: str, user: str, secret: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def _asterisk_conf(root: str) -> str:
+def _asterisk_conf(root: str, verbose: int = 3) -> str:
     return f"""[directories]
 astetcdir => {root}/etc
 astmoddir => /usr/lib/x86_64-linux-gnu/asterisk/modules
@@ -168,7 +183,7 @@ astcachedir => {root}/cache
 astsbindir => /usr/sbin
 
 [options]
-verbose = 3
+verbose = {verbose}
 debug = 0
 documentation_language = en_US
 transmit_silence = no

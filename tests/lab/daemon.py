@@ -38,9 +38,11 @@ class ScreenerDaemon:
         ami_user: str,
         ami_secret: str,
         redis_url: str,
+        agi_port: int | None = None,
         env: dict[str, str] | None = None,
     ) -> None:
         self.workdir = workdir
+        self.agi_port = agi_port if agi_port is not None else free_port()
         self.http_port = free_port()
         self.token = "lab-token-" + os.urandom(8).hex()
         self.spool = workdir / "spool"
@@ -55,6 +57,7 @@ class ScreenerDaemon:
             "SCREENER_FLAG__SPOOL_DIR": str(self.spool),
             "SCREENER_HTTP__PORT": str(self.http_port),
             "SCREENER_HTTP__TOKEN": self.token,
+            "SCREENER_AGI__PORT": str(self.agi_port),
             "SCREENER_NUMBERS__TIMEZONE": "UTC",
             "SCREENER_LOG__LEVEL": "DEBUG",
         } | (env or {})
@@ -82,8 +85,14 @@ class ScreenerDaemon:
             ami_user=user,
             ami_secret=secret,
             redis_url=redis_url,
+            agi_port=lab.agi_port,
             env=env,
         )
+
+    @property
+    def pid(self) -> int | None:
+        """The daemon's process id while it runs (e.g. to read its CPU time in /proc)."""
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
 
     def start(self, timeout: float = 20.0) -> None:
         """Start and wait until ``/healthz`` says ok (logged in to AMI)."""

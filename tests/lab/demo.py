@@ -3,7 +3,9 @@
 Everything is real: a redis-server, the Asterisk chroot built by scripts/setup.sh with the
 shipped deploy/asterisk config, the screener daemon as ``screener run``, and SIP calls placed by
 SIPp (a caller on the hotline, an agent who presses *9). The timeline printed comes from AMI
-events; the flag from Redis through ``screener flags``.
+events; the flag from Redis through ``screener flags``. Then a PBX admin blocks the number with
+``screener rules add``, and the same caller's next call is screened on entry (FastAGI): it hears
+the "line fault" message and never reaches an agent.
 """
 
 from __future__ import annotations
@@ -93,6 +95,52 @@ async def walk_the_call(lab: AsteriskLab, daemon: ScreenerDaemon, work: Path) ->
         await ami.close()
 
 
+def cli(redis: RedisServer, *args: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCREENER_")}
+    env["SCREENER_REDIS__URL"] = redis.url
+    subprocess.run([sys.executable, "-m", "screener", *args], env=env, check=True, cwd=REPO)
+
+
+async def walk_the_blocked_call(lab: AsteriskLab, redis: RedisServer, work: Path) -> None:
+    print("\nA PBX admin blocks the number, with the line-fault treatment:\n")
+    print(f"  $ screener rules add {CALLER} --treatment linefault --reason 'abuse, see flag'")
+    cli(redis, "rules", "add", CALLER, "--treatment", "linefault", "--by", "demo-admin",
+        "--reason", "abuse on the hotline, see the flag")  # fmt: skip
+    print(f"\nThe same caller dials {DID_QUEUE} again; agent1 is free.\n")
+    ami = AmiObserver(lab.ami_port, lab.secrets.lab_user, lab.secrets.lab_secret)
+    await ami.connect()
+    sipp = SippFactory(lab, work / "sipp-blocked")
+    try:
+        sipp.agent_idle("agent1")
+        caller = sipp.caller(DID_QUEUE, from_user=CALLER, from_name="Prank Caller")
+        t0 = time.monotonic()
+        agi = await ami.wait_for(where(Event="Newexten", Application="AGI"), 15)
+        say(t0, f"the dialplan asks screener over FastAGI ({agi['AppData'].split(',')[0]})")
+        verdict = await ami.wait_for(
+            lambda m: (
+                m.event == "VarSet"
+                and m.get("Variable") == "SCREENER_SCREEN"
+                and bool(m.get("Value"))
+            ),
+            10,
+        )
+        ms = (verdict.received_at - agi.received_at) * 1000
+        say(t0, f"screener answers SCREENER_SCREEN={verdict['Value']} ({ms:.1f} ms)")
+        await ami.wait_for(where(Event="Newexten", AppData="screener/line-fault"), 10)
+        say(t0, 'caller hears "Hello? Hello? Sorry, the line is faulty, please call again later."')
+        await ami.wait_for(where(Event="Hangup", Channel=verdict["Channel"]), 15)
+        say(t0, "the call ends; no agent's phone rang")
+        await caller.finished(20)
+        assert not ami.find(where(Event="DialBegin")), "an agent was dialled"
+    finally:
+        sipp.close()
+        await ami.close()
+    print("\nThe blocklist and its audit trail (screener rules list / audit):\n")
+    cli(redis, "rules", "list")
+    print()
+    cli(redis, "rules", "audit")
+
+
 def show_results(daemon: ScreenerDaemon, redis: RedisServer) -> None:
     print("\nWhat screener recorded (screener flags):\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCREENER_")}
@@ -105,6 +153,7 @@ def show_results(daemon: ScreenerDaemon, redis: RedisServer) -> None:
         "screener_flag_requests_total",
         "screener_attacks_total",
         "screener_flag_redirect_seconds_count",
+        "screener_screens_total",
     ):
         print(f"  {name} = {daemon.metric(name):g}")
 
@@ -131,10 +180,11 @@ async def main() -> int:
             daemon.start()
             print(f"  screener up (HTTP 127.0.0.1:{daemon.http_port}, logged in to AMI)")
             await walk_the_call(lab, daemon, work)
+            await walk_the_blocked_call(lab, redis, work)
             show_results(daemon, redis)
-            print("\nscreener's log of the flag:")
+            print("\nscreener's log of the flag and the screens:")
             for line in daemon.logs().splitlines():
-                if " flag " in line:
+                if " flag " in line or " screen verdict" in line:
                     print("  " + line)
         finally:
             if daemon is not None:

@@ -13,6 +13,7 @@ rather than hang. Exit code 0 means the whole scenario ran, e.g. the BYE from As
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import subprocess
 import time
@@ -179,6 +180,13 @@ class Sipp:
             self._proc.wait()
         self._reap()
 
+    def final_response(self) -> int | None:
+        """The status code of the last final (>= 200) response SIPp received, from its log."""
+        if not self.messages_log.exists():
+            return None
+        codes = re.findall(r"^SIP/2\.0 ([2-6][0-9][0-9]) ", self.messages_log.read_text(), re.M)
+        return int(codes[-1]) if codes else None
+
     def describe(self, lines: int = 40) -> str:
         """Exit status plus the tails of the error log, the message trace and stderr."""
         code = self.returncode
@@ -224,31 +232,61 @@ class SippFactory:
         withheld: bool = False,
         audio_seconds: float = 1.0,
         timeout_s: float = 40.0,
+        dtmf: str | None = None,
+        dtmf_delay_ms: int = 1500,
     ) -> Sipp:
         """Call ``did`` from the caller endpoint and wait for Asterisk's BYE.
 
         ``hangup_after_ms``: hang up ourselves that long after the answer instead.
         ``withheld``: anonymous From, the number in P-Asserted-Identity with ``Privacy: id``.
+        ``dtmf``: send these digits (RFC 4733) ``dtmf_delay_ms`` after the answer.
         """
-        if hangup_after_ms is not None and withheld:
-            raise ValueError("no scenario combines hangup_after_ms and withheld")
-        scenario = (
-            "caller_hangup"
-            if hangup_after_ms is not None
-            else "caller_private"
-            if withheld
-            else "caller"
-        )
+        chosen = [
+            name
+            for name, wanted in (
+                ("caller_hangup", hangup_after_ms is not None),
+                ("caller_private", withheld),
+                ("caller_dtmf", dtmf is not None),
+            )
+            if wanted
+        ]
+        if len(chosen) > 1:
+            raise ValueError(f"no scenario combines {' and '.join(chosen)}")
+        scenario = chosen[0] if chosen else "caller"
         workdir = self._workdir("caller")
         workdir.mkdir(parents=True)
         write_pcmu_pcap(workdir / "audio.pcap", audio_seconds)
+        if dtmf is not None:
+            write_dtmf_pcap(workdir / "dtmf.pcap", dtmf)
         sipp = Sipp(
             scenario,
             workdir,
             local_port=self._caller_port(),
             remote=f"127.0.0.1:{self.lab.sip_port}",
             service=did,
-            pause_ms=hangup_after_ms,
+            pause_ms=hangup_after_ms if dtmf is None else dtmf_delay_ms,
+            csv_fields=[from_user, from_name],
+            timeout_s=timeout_s,
+        )
+        return self._start(sipp)
+
+    def caller_refused(
+        self,
+        did: str,
+        *,
+        from_user: str = "0123456789",
+        from_name: str = "Lab Caller",
+        timeout_s: float = 20.0,
+    ) -> Sipp:
+        """Call ``did`` and expect a 486 or 403 final response (see ``final_response``)."""
+        workdir = self._workdir("caller")
+        workdir.mkdir(parents=True)
+        sipp = Sipp(
+            "caller_refused",
+            workdir,
+            local_port=self._caller_port(),
+            remote=f"127.0.0.1:{self.lab.sip_port}",
+            service=did,
             csv_fields=[from_user, from_name],
             timeout_s=timeout_s,
         )
