@@ -2,7 +2,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint format typecheck check bench all
+.PHONY: install demo test lint format typecheck check bench fuzz all
 
 install:
 	bash scripts/setup.sh
@@ -34,5 +34,8 @@ bench: install
 	$(BIN)/python -m bench.flag_latency
 	$(BIN)/python -m bench.flag_e2e
 	$(BIN)/python -m bench.ami_intake
+
+fuzz: install
+	$(BIN)/python -m bench.fuzz --inputs 1000000
 
 all: lint typecheck test

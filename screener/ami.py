@@ -32,6 +32,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from panoramisk import Manager
+from panoramisk.ami_protocol import AMIProtocol
 
 from screener.config import AmiSettings
 from screener.errors import AmiError, ChannelNotFound, UnsafeValueError
@@ -126,11 +127,31 @@ def to_event(message: Mapping[str, Any], now: float) -> AmiEvent | None:
     return None
 
 
+class _GuardedProtocol(AMIProtocol):  # type: ignore[misc]
+    """panoramisk's protocol, where a message it cannot handle costs that message only.
+
+    A caller ID holding CR LF adds header lines to every event that carries it, so one message
+    can hold ``Event`` or ``ActionID`` twice; panoramisk turns a repeated header into a list and
+    then raises on it (``'list' object has no attribute 'lower'``, ``unhashable type: 'list'``)
+    inside ``data_received``, where asyncio answers by dropping the AMI connection, and every
+    other message of that chunk with it. Such a message is dropped and counted instead.
+    """
+
+    def handle_message(self, message: Any) -> None:
+        try:
+            super().handle_message(message)
+        except Exception as e:
+            hook = getattr(self.factory, "on_bad_message", None)
+            if hook is not None:
+                hook(e)
+
+
 class _GuardedManager(Manager):  # type: ignore[misc]
     """panoramisk's Manager with its pinger off, login failures kept, and no late reconnects."""
 
     closing = False
     login_error = ""
+    on_bad_message: Any = None
 
     def ping(self) -> None:
         """Replaced by :meth:`AmiClient.watchdog`."""
@@ -186,8 +207,10 @@ class AmiClient:
             on_login=self._on_login,
             on_disconnect=self._on_disconnect,
             forgetable_actions=("ping", "login", "getvar", "setvar", "redirect"),
+            protocol_factory=_GuardedProtocol,
         )
         manager.log = logging.getLogger("screener.ami.panoramisk")
+        manager.on_bad_message = self._on_bad_message
         for name in self._subscribed:
             manager.register_event(name, self._on_message)
         return manager
@@ -210,6 +233,14 @@ class AmiClient:
         except Exception:
             self.metrics.errors.labels(component="ami_event").inc()
             logger.exception("ami event could not be handled")
+
+    def _on_bad_message(self, error: Exception) -> None:
+        # Repeated headers are the mark of a forged event (see _GuardedProtocol); the message
+        # text holds caller text, so only the error type is logged.
+        self.metrics.attacks.labels(kind="ami_malformed").inc()
+        logger.warning(
+            "ami message dropped, panoramisk cannot handle it error=%s", type(error).__name__
+        )
 
     def _on_login(self, _manager: Any) -> None:
         self.connections += 1

@@ -11,13 +11,28 @@ import json
 import logging.config
 import sys
 from collections.abc import Callable, Coroutine
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import click
 
 from screener import __version__
-from screener.admin import NotFound, RuleAdmin, RuleFilter
+from screener.admin import NotFound, RuleAdmin, RuleFilter, check_actor
+from screener.billing import (
+    Proposal,
+    match_calls,
+    parse_carrier_csv,
+    parse_time,
+    proposals_to_rules_csv,
+    propose,
+    render_csv,
+    render_json,
+    render_table,
+    rule_reason,
+    summarise,
+)
 from screener.config import Settings, load
 from screener.errors import AmiError, ConfigError, ImportFormatError, ScreenerError, StoreError
 from screener.logs import log_config
@@ -92,6 +107,20 @@ def check(config_path: Path | None) -> None:
         ("spool", str(s.flag.spool_dir)),
         ("region / time zone", f"{s.numbers.default_region} / {s.numbers.timezone}"),
         ("http", f"{s.http.host}:{s.http.port}"),
+        ("agi", f"{s.agi.host}:{s.agi.port}"),
+        (
+            "screening",
+            f"{'on' if s.screening.enabled else 'off'}, budget {s.screening.budget_ms} ms, "
+            f"default treatment {s.screening.default_treatment}",
+        ),
+        (
+            "auto blocks",
+            f"quorum {s.screening.quorum} agents in {s.screening.quorum_window_hours:g} h"
+            if s.screening.auto_block
+            else "off",
+        ),
+        ("redis", "sentinel " + ",".join(s.redis.sentinels) if s.redis.sentinels else "direct"),
+        ("node", s.ami.node or "-"),
         ("hotlines", ", ".join(f"{k}={v}" for k, v in s.hotlines.items()) or "-"),
     ):
         click.echo(f"{name:20} {value}")
@@ -130,9 +159,7 @@ def flags(config_path: Path | None, limit: int, as_json: bool, unmasked: bool) -
     s = _settings(config_path)
 
     async def fetch() -> list[Flag]:
-        store = Store.from_url(
-            s.redis.url.get_secret_value(), prefix=s.redis.prefix, timeout=s.redis.timeout
-        )
+        store = Store.from_settings(s.redis)
         try:
             return await store.recent_flags(limit)
         finally:
@@ -152,6 +179,72 @@ def flags(config_path: Path | None, limit: int, as_json: bool, unmasked: bool) -
             row[1] = f.caller.info.e164 or printable(f.caller.raw, 24)
     headers = ["time", "caller", "presentation", "called", "hotline", "queue", "agent", "source"]
     click.echo(_table(headers, rows))
+
+
+@main.command()
+@CONFIG_OPTION
+@click.option("--since", type=click.DateTime(["%Y-%m-%d"]), help="First day (default: 6 days ago).")
+@click.option("--until", type=click.DateTime(["%Y-%m-%d"]), help="Last day (default: today).")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
+@click.option("--png", type=click.Path(path_type=Path, dir_okay=False), help="Heatmap image.")
+@click.option("--top", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.option("--anonymous-limit", type=click.IntRange(1, 1_000_000), default=1000)
+@click.option("--unmasked", is_flag=True, help="Full numbers (for investigations).")
+def report(
+    config_path: Path | None,
+    since: datetime | None,
+    until: datetime | None,
+    fmt: str,
+    png: Path | None,
+    top: int,
+    anonymous_limit: int,
+    unmasked: bool,
+) -> None:
+    """The managers' report over a period: frequency by day and hour (heatmap), top sources,
+    prefix clusters, repeat offenders, hotlines, anonymous flagged calls."""
+    from screener import report as render
+    from screener.statistics import gather_report
+    from screener.store import Store
+
+    s = _settings(config_path)
+    zone = s.numbers.zone
+    last = until.date() if until else datetime.now(zone).date()
+    first = since.date() if since else last - timedelta(days=6)
+
+    async def fetch() -> render.Report:
+        store = Store.from_settings(s.redis)
+        try:
+            return await gather_report(
+                store,
+                first=first,
+                last=last,
+                zone=zone,
+                top=top,
+                anonymous_limit=anonymous_limit,
+                masked=not unmasked,
+            )
+        finally:
+            await store.aclose()
+
+    try:
+        built = _run(fetch())
+    except ValueError as e:
+        click.echo(f"screener: {e}", err=True)
+        sys.exit(2)
+    renderers = {"table": render.render_text, "csv": render.render_csv, "json": render.render_json}
+    click.echo(renderers[fmt](built), nl=False)
+    if png is not None:
+        from screener.charts import heatmap_png
+
+        title = (
+            f"screener: flags by day and hour, {built.since} .. {built.until} ({built.timezone})"
+        )
+        try:
+            heatmap_png(built.heatmap, title, png)
+        except OSError as e:
+            click.echo(f"screener: cannot write {png}: {e.strerror}", err=True)
+            sys.exit(1)
+        click.echo(f"heatmap written to {png}", err=True)
 
 
 @main.command()
@@ -240,11 +333,7 @@ def _admin_run(settings: Settings, job: Callable[[RuleAdmin], Coroutine[Any, Any
     from screener.store import Store
 
     async def go() -> T:
-        store = Store.from_url(
-            settings.redis.url.get_secret_value(),
-            prefix=settings.redis.prefix,
-            timeout=settings.redis.timeout,
-        )
+        store = Store.from_settings(settings.redis)
         try:
             return await job(RuleAdmin(settings, store))
         finally:
@@ -503,3 +592,208 @@ def rules_audit(config_path: Path | None, rule_id: str | None, limit: int, as_js
         return
     rows = [[_when(e.at), e.by, e.action, e.rule, e.why[:80]] for e in entries]
     click.echo(_table(["time", "by", "action", "rule", "why"], rows) if rows else "no changes")
+
+
+# --- carrier bills ------------------------------------------------------------------------------
+
+MAX_BILL_BYTES = 1 << 30  # 1 GiB: about 15 million lines; the parser stops at 5 million calls
+
+
+def _bill_zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        click.echo(f"screener: unknown time zone {name[:40]!r}", err=True)
+        sys.exit(2)
+
+
+def _bill_time(text: str, zone: ZoneInfo, what: str) -> datetime:
+    """An ISO date (midnight) or any time :func:`screener.billing.parse_time` reads."""
+    try:
+        at = datetime.fromisoformat(text.strip())
+    except ValueError:
+        try:
+            return parse_time(text, zone)
+        except ValueError as e:
+            click.echo(f"screener: {what}: {e}", err=True)
+            sys.exit(2)
+    return at if at.tzinfo else at.replace(tzinfo=zone)
+
+
+def _read_bill(path: Path) -> str:
+    """The file as text: UTF-8 (a BOM is dropped) or, failing that, GB18030 (GBK)."""
+    try:
+        if path.stat().st_size > MAX_BILL_BYTES:
+            click.echo(
+                f"screener: {path} is larger than {MAX_BILL_BYTES} bytes: split it", err=True
+            )
+            sys.exit(2)
+        data = path.read_bytes()
+    except OSError as e:
+        click.echo(f"screener: cannot read {path}: {e}", err=True)
+        sys.exit(2)
+    for encoding in ("utf-8-sig", "gb18030"):
+        try:
+            return data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    click.echo(f"screener: cannot read {path}: not UTF-8 or GB18030 text", err=True)
+    sys.exit(2)
+
+
+def _anonymous_flags(settings: Settings, since: datetime, until: datetime) -> list[Flag]:
+    from screener.store import Store
+
+    async def fetch() -> list[Flag]:
+        store = Store.from_settings(settings.redis)
+        try:
+            return await store.flags_between(since.timestamp(), until.timestamp(), anonymous=True)
+        finally:
+            await store.aclose()
+
+    return _run(fetch())
+
+
+def _confirm_and_block(
+    settings: Settings, proposals: list[Proposal], prefix: str, actor: str
+) -> None:
+    """Ask about each proposal (default no); add block rules for the confirmed ones only."""
+    chosen = [
+        p
+        for rank, p in enumerate(proposals, 1)
+        if click.confirm(
+            f"{rank}. block {p.number}? on the bill at {p.flags} flagged withheld call(s); "
+            f"{p.unflagged} other call(s)",
+            default=False,
+            err=True,
+        )
+    ]
+    if not chosen:
+        click.echo("nothing blocked", err=True)
+        return
+
+    async def job(admin: RuleAdmin) -> None:
+        for p in chosen:  # say each rule as it is added: a later one may fail
+            fields: dict[str, object] = {
+                "value": p.number,
+                "match": "number",
+                "list": "block",
+                "reason": rule_reason(p, prefix),
+            }
+            rule = await admin.add(fields, actor)
+            click.echo(f"added {describe(rule)}", err=True)
+
+    _admin_run(settings, job)
+
+
+@main.group()
+def bills() -> None:
+    """Carrier bills: find the numbers of withheld callers from the times of flagged calls."""
+
+
+@bills.command("match")
+@CONFIG_OPTION
+@click.argument("carrier_file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--since", help="ISO date or date-time (default: the bill's first call).")
+@click.option("--until", help="ISO date or date-time, excluded (default: after the last call).")
+@click.option(
+    "--tolerance",
+    type=click.FloatRange(0, 3600),
+    default=120.0,
+    show_default=True,
+    help="Seconds between a flag and its call on the bill (clock skew; without durations on "
+    "the bill, also the queue wait and talk before the flag).",
+)
+@click.option(
+    "--min-flags",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Propose only numbers credited with at least this many flags.",
+)
+@click.option(
+    "--zone",
+    "zone_name",
+    help="IANA zone of times without an offset in the bill and in --since/--until (default: "
+    "numbers.timezone).",
+)
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
+@click.option(
+    "--proposals-out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write block rules for the proposals, for review and `screener rules import`.",
+)
+@click.option("--apply", is_flag=True, help="Ask about each proposal; block the confirmed ones.")
+@BY_OPTION
+def bills_match(
+    config_path: Path | None,
+    carrier_file: Path,
+    since: str | None,
+    until: str | None,
+    tolerance: float,
+    min_flags: int,
+    zone_name: str | None,
+    fmt: str,
+    proposals_out: Path | None,
+    apply: bool,
+    actor: str,
+) -> None:
+    """Match the withheld and unavailable flags of a period with CARRIER_FILE, the carrier's
+    call records (CSV), and propose the numbers that made them. Nothing is blocked unless you
+    confirm it (--apply) or import the --proposals-out file. A bad line in the file: exit 2,
+    every bad line reported, nothing matched."""
+    s = _settings(config_path)
+    zone = _bill_zone(zone_name or s.numbers.timezone)
+    region = s.numbers.default_region
+    if apply:
+        try:
+            check_actor(actor)
+        except ValueError as e:
+            click.echo(f"screener: {e}", err=True)
+            sys.exit(2)
+    text = _read_bill(carrier_file)
+    try:
+        calls = parse_carrier_csv(text, zone=zone, region=region)
+    except ImportFormatError as e:
+        count = len(e.problems)
+        click.echo(f"screener: {count} bad line(s) in {carrier_file}, nothing matched:", err=True)
+        for line, message in e.problems:
+            click.echo(f"  line {line}: {message}", err=True)
+        sys.exit(2)
+    slack = timedelta(seconds=tolerance)
+    start = _bill_time(since, zone, "--since") if since else min(c.at for c in calls) - slack
+    end = (
+        _bill_time(until, zone, "--until")
+        if until
+        else max(c.end for c in calls) + slack + timedelta(seconds=1)
+    )
+    if start >= end:
+        click.echo("screener: --since must be before --until", err=True)
+        sys.exit(2)
+    flags_found = _anonymous_flags(s, start, end)
+    period = (start, end)
+    matches = match_calls(flags_found, calls, tolerance=tolerance, region=region)
+    proposals = propose(matches, calls, min_flags=min_flags, period=period)
+    if fmt == "json":
+        summary = summarise(matches, calls, tolerance=tolerance, period=period)
+        click.echo(render_json(summary, proposals, zone=zone), nl=False)
+    elif fmt == "csv":
+        click.echo(render_csv(proposals, zone=zone), nl=False)
+    else:
+        summary = summarise(matches, calls, tolerance=tolerance, period=period)
+        click.echo(render_table(summary, proposals, zone=zone), nl=False)
+    local = (start.astimezone(zone), end.astimezone(zone))
+    prefix = f"carrier bill {local[0]:%Y-%m-%d}..{local[1]:%Y-%m-%d}"
+    if proposals_out is not None:
+        try:
+            proposals_out.write_text(proposals_to_rules_csv(proposals, prefix), encoding="utf-8")
+        except OSError as e:
+            click.echo(f"screener: cannot write {proposals_out}: {e}", err=True)
+            sys.exit(1)
+        click.echo(
+            f"wrote {len(proposals)} proposal(s) to {proposals_out}: review it, then "
+            f"`screener rules import {proposals_out}`",
+            err=True,
+        )
+    if apply and proposals:
+        _confirm_and_block(s, proposals, prefix, actor)

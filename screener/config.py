@@ -80,6 +80,18 @@ class AmiSettings(_Section):
     )
     reconnect_delay: float = Field(1.0, gt=0, le=60)
     startup_retries: int = Field(5, ge=0, le=1000)
+    node: str = Field(
+        "",
+        description="a name for this Asterisk when several feed one Redis: flag ids become "
+        "<node>-<Uniqueid>, so two PBXs' Uniqueids never collide",
+    )
+
+    @field_validator("node")
+    @classmethod
+    def _node(cls, v: str) -> str:
+        if v and not re.fullmatch(r"[A-Za-z0-9_]{1,32}", v):
+            raise ValueError("node: 1-32 of A-Z a-z 0-9 _")
+        return v
 
     def resolved_secret(self) -> SecretStr | None:
         return _read_secret(self.secret, self.secret_file, "AMI secret")
@@ -95,9 +107,34 @@ class RedisSettings(_Section):
     """Where learned data lives."""
 
     url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    sentinels: tuple[str, ...] = Field(
+        (),
+        description="Redis Sentinel addresses (host:port); when set, the master named "
+        "master_name is found through them and url gives only the password and database",
+    )
+    master_name: str = "screener"
+    wait_replicas: int = Field(
+        0,
+        ge=0,
+        le=10,
+        description="a flag leaves the local spool only once this many replicas have it "
+        "(Redis WAIT): with Sentinel, 1, so a failover never loses a confirmed flag",
+    )
     prefix: str = "screener"
     timeout: float = Field(1.0, gt=0, le=30, description="seconds per Redis operation")
     startup_retries: int = Field(5, ge=0, le=1000)
+
+    @field_validator("sentinels")
+    @classmethod
+    def _sentinels(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for address in v:
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"sentinel {address!r}: expected host:port")
+        return v
+
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        return [(a.rpartition(":")[0], int(a.rpartition(":")[2])) for a in self.sentinels]
 
     @field_validator("prefix")
     @classmethod

@@ -40,6 +40,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from screener import statistics
 from screener.admin import RuleAdmin
 from screener.agi_server import AgiServer
 from screener.ami import AmiClient
@@ -86,11 +87,7 @@ class Daemon:
     def __init__(self, settings: Settings, registry: CollectorRegistry | None = None) -> None:
         self.settings = settings
         self.metrics = Metrics(registry or CollectorRegistry())
-        self.store = Store.from_url(
-            settings.redis.url.get_secret_value(),
-            prefix=settings.redis.prefix,
-            timeout=settings.redis.timeout,
-        )
+        self.store = Store.from_settings(settings.redis)
         self.spool = Spool(settings.flag.spool_dir)
         self.events: asyncio.Queue[AmiEvent] = asyncio.Queue(EVENT_QUEUE_SIZE)
         self.ami = AmiClient(
@@ -160,6 +157,14 @@ class Daemon:
             ),
             asyncio.create_task(
                 self._every(s.screening.sweep_interval, "sweep", self._sweep), name="sweep"
+            ),
+            asyncio.create_task(
+                self._every(
+                    s.screening.learn_interval,
+                    "statistics",
+                    lambda: statistics.refresh(self.store, self.metrics),
+                ),
+                name="statistics",
             ),
         ]
         logger.info(
@@ -244,7 +249,10 @@ class Daemon:
         while True:
             try:
                 await job()
+                self.metrics.redis_up.set(1)
             except StoreError as e:
+                self.metrics.redis_up.set(0)
+                self.metrics.errors.labels(component="redis").inc()
                 logger.warning("%s skipped, redis unavailable error=%s", what, e)
             except Exception:
                 self.metrics.errors.labels(component=what).inc()
@@ -259,6 +267,8 @@ class Daemon:
                 if removed:
                     logger.info("retention removed flags=%d", removed)
             except StoreError as e:
+                self.metrics.redis_up.set(0)
+                self.metrics.errors.labels(component="redis").inc()
                 logger.warning("retention skipped, redis unavailable error=%s", e)
             await asyncio.sleep(RETENTION_INTERVAL)
 

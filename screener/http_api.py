@@ -8,13 +8,16 @@ line named, nothing applied),
 
 Admin endpoints require ``Authorization: Bearer <token>`` (compared in constant time) and are
 disabled, with a 503 that says why, when no token is configured. The server binds to localhost
-unless told otherwise. Every request is its own error boundary: an unexpected error is logged,
-counted and answered with a 500 that reveals nothing.
+unless told otherwise. JSON bodies need ``Content-Type: application/json`` (else 415). Every
+error is a JSON ``{"error": ...}`` with a 4xx status for what the client sent (aiohttp's own
+413, 404 and 405 included). Every request is its own error boundary: an unexpected error is
+logged, counted and answered with a 500 that reveals nothing.
 """
 
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -37,6 +40,38 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
+
+
+def _http_error(e: web.HTTPException) -> web.Response:
+    """aiohttp's own error (413 body too large, 404, 405...) as a JSON error, headers kept."""
+    text = e.text or ""
+    message = e.reason if not text or text.startswith(f"{e.status}:") else text
+    response = _error(e.status, message)
+    if "Allow" in e.headers:
+        response.headers["Allow"] = e.headers["Allow"]
+    return response
+
+
+async def _json_body(request: web.Request, usage: str) -> tuple[Any, web.Response | None]:
+    """The request's JSON body, or the 4xx response that says what is wrong with it (``usage``
+    and why).
+
+    Raises:
+        web.HTTPRequestEntityTooLarge: the body is over ``client_max_size``.
+    """
+    ctype = request.content_type
+    if ctype != "application/json" and not ctype.endswith("+json"):
+        return None, _error(415, f"send Content-Type: application/json, not {ctype[:60]!r}")
+    raw = await request.read()
+    try:
+        return json.loads(raw.decode("utf-8")), None
+    except UnicodeDecodeError:
+        reason = "not UTF-8"
+    except RecursionError:
+        reason = "nested too deeply"
+    except ValueError as e:  # JSONDecodeError, or an integer of more than 4300 digits
+        reason = e.msg if isinstance(e, json.JSONDecodeError) else "a number is too long"
+    return None, _error(400, f"{usage} ({reason})")
 
 
 class HttpApi:
@@ -81,8 +116,10 @@ class HttpApi:
     async def _boundary(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             return await handler(request)
-        except web.HTTPException:
-            raise
+        except web.HTTPException as e:
+            if e.status < 400:
+                raise
+            return _http_error(e)
         except StoreError as e:
             self.metrics.errors.labels(component="redis").inc()
             return _error(503, f"redis unavailable: {e}")
@@ -129,10 +166,9 @@ class HttpApi:
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def post_flag(self, request: web.Request) -> web.Response:
-        try:
-            body = await request.json()
-        except ValueError:
-            return _error(400, 'body must be JSON: {"agent": "PJSIP/agent1"}')
+        body, problem = await _json_body(request, 'body must be JSON: {"agent": "PJSIP/agent1"}')
+        if problem is not None:
+            return problem
         agent = body.get("agent") if isinstance(body, dict) else None
         if not isinstance(agent, str) or not agent:
             return _error(400, "field 'agent' (a channel or interface name) is required")
@@ -192,10 +228,11 @@ class HttpApi:
         return web.json_response({"rules": [r.to_dict() for r in rules]})
 
     async def post_rule(self, request: web.Request) -> web.Response:
-        try:
-            body = await request.json()
-        except ValueError:
-            return _error(400, 'body must be a JSON object: {"value": "+86...", "reason": "..."}')
+        body, problem = await _json_body(
+            request, 'body must be a JSON object: {"value": "+86...", "reason": "..."}'
+        )
+        if problem is not None:
+            return problem
         if not isinstance(body, dict):
             return _error(400, "body must be a JSON object")
         actor = self._actor(request, body)

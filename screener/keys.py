@@ -14,9 +14,16 @@ import re
 from dataclasses import dataclass
 
 _SAFE_PART = re.compile(r"[A-Za-z0-9+._/@-]{1,128}")
+_DAY = re.compile(r"[0-9]{8}")
 
 DAY = 86_400
 DEFAULT_RETENTION_DAYS = 400
+
+
+def _day(day: str) -> str:
+    if not _DAY.fullmatch(day):
+        raise ValueError(f"day {day[:12]!r}: expected YYYYMMDD")
+    return day
 
 
 def safe_part(value: str) -> str:
@@ -92,6 +99,37 @@ class KeySpace:
     def hotlines(self) -> str:
         """HASH: hotline name -> flags."""
         return f"{self.root}:pattern:hotlines"
+
+    # -- per-day aggregates (reports over a period) -------------------------------------------
+    def day_hours(self, day: str) -> str:
+        """HASH: hour of day -> flags on ``day`` (``YYYYMMDD``, local date)."""
+        return f"{self.root}:day:{_day(day)}:hours"
+
+    def day_callers(self, day: str) -> str:
+        """ZSET: caller key -> flags on ``day``."""
+        return f"{self.root}:day:{_day(day)}:callers"
+
+    def day_hotlines(self, day: str) -> str:
+        """HASH: hotline name -> flags on ``day``."""
+        return f"{self.root}:day:{_day(day)}:hotlines"
+
+    @property
+    def anonymous_flags(self) -> str:
+        """ZSET: flag id of a withheld or unavailable caller -> epoch (for bill matching)."""
+        return f"{self.root}:flags:anonymous"
+
+    def number_block(self, block: str) -> str:
+        """SET: flagged numbers of one 100-number block (E.164 without its last two digits)."""
+        return f"{self.root}:block:{safe_part(block)}"
+
+    @property
+    def blocks(self) -> str:
+        """ZSET: number block -> distinct flagged numbers in it (prefix clusters)."""
+        return f"{self.root}:blocks"
+
+    def scratch(self, name: str) -> str:
+        """A short-lived working key (unions for reports), expiring by itself."""
+        return f"{self.root}:tmp:{safe_part(name)}"
 
     # -- rules (blocklist and allowlist) ------------------------------------------------------
     @property

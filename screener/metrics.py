@@ -25,7 +25,7 @@ class Metrics:
         self.flags = Counter(
             "screener_flags_total",
             "Calls flagged by agents and moved to the analysis queue.",
-            ["hotline", "presentation", "source", "kind", "region"],
+            ["hotline", "queue", "presentation", "source", "kind", "region"],
             registry=registry,
         )
         self.flag_requests = Counter(
@@ -124,5 +124,33 @@ class Metrics:
             "screener_agi_sessions_total",
             "FastAGI connections that ended in error, by kind (remote, timeout, overload...).",
             ["kind"],
+            registry=registry,
+        )
+        self.flags_by_hour = Gauge(
+            "screener_flags_by_hour",
+            "Flags recorded in Redis by hour of day (configured time zone), all callers.",
+            ["hour"],
+            registry=registry,
+        )
+        self.flags_by_weekday = Gauge(
+            "screener_flags_by_weekday",
+            "Flags recorded in Redis by ISO weekday (1 = Monday), all callers.",
+            ["weekday"],
+            registry=registry,
+        )
+        self.top_sources = Gauge(
+            "screener_top_source_flags",
+            "Flags of the most-flagged callers (a bounded top list; numbers masked).",
+            ["rank", "source", "kind", "region"],
+            registry=registry,
+        )
+        self.callers_flagged = Gauge(
+            "screener_callers_flagged",
+            "Distinct callers with at least one flag in Redis (within retention).",
+            registry=registry,
+        )
+        self.prefix_clusters = Gauge(
+            "screener_prefix_clusters",
+            "Number blocks (100 numbers) with at least 3 distinct flagged numbers.",
             registry=registry,
         )

@@ -43,6 +43,8 @@ from screener.number import ANONYMOUS_WORDS, normalise
 MAX_REASON: Final = 200
 MAX_IMPORT_ROWS: Final = 2_000_000
 MAX_RANGE_PREFIXES: Final = 1000
+MAX_EXPIRY: Final = 253_370_764_800.0
+"""1 January 9999 UTC: a later expiry cannot be written as a date in every time zone."""
 RULE_ID = re.compile(r"r[0-9]{1,18}")
 ACTOR = re.compile(r"[A-Za-z0-9._@+-]{1,64}")
 _HOTLINE = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -453,7 +455,7 @@ def parse_expiry(value: object, now: float, zone: ZoneInfo) -> float | None:
     if value is None or value == "":
         return None
     if isinstance(value, int | float) and not isinstance(value, bool):
-        at = float(value)
+        at = float(value) if abs(value) < MAX_EXPIRY else math.inf  # a huge int: OverflowError
     elif isinstance(value, str):
         text = value.strip()
         if _is_duration(text):
@@ -472,6 +474,8 @@ def parse_expiry(value: object, now: float, zone: ZoneInfo) -> float | None:
         raise ValueError("expires must be a string or a number")
     if not math.isfinite(at):
         raise ValueError("expires must be a finite time")
+    if at >= MAX_EXPIRY:
+        raise ValueError("expires is after the year 9998: leave it empty for a rule that stays")
     if at <= now:
         raise ValueError("expires is in the past")
     return at
@@ -642,6 +646,14 @@ def _csv_rows(text: str) -> Iterator[tuple[int, dict[str, object]]]:
         yield reader.line_num, fields
 
 
+def _unreadable(e: Exception) -> str:
+    """What json.loads refused besides a syntax error: nesting deeper than the recursion limit,
+    or an integer longer than Python's 4300-digit limit."""
+    if isinstance(e, RecursionError):
+        return "not JSON we accept: nested too deeply"
+    return "not JSON we accept: a number with more than 4300 digits"
+
+
 def _json_rows(text: str) -> Iterator[tuple[int, dict[str, object]]]:
     stripped = text.lstrip()
     if stripped.startswith("["):
@@ -649,6 +661,8 @@ def _json_rows(text: str) -> Iterator[tuple[int, dict[str, object]]]:
             items = json.loads(text)
         except json.JSONDecodeError as e:
             raise ImportFormatError([(e.lineno, f"not JSON: {e.msg}")]) from None
+        except (RecursionError, ValueError) as e:
+            raise ImportFormatError([(1, _unreadable(e))]) from None
         for n, item in enumerate(items, 1):
             yield n, item
         return
@@ -656,9 +670,12 @@ def _json_rows(text: str) -> Iterator[tuple[int, dict[str, object]]]:
         if not line.strip():
             continue
         try:
-            yield n, json.loads(line)
+            row = json.loads(line)
         except json.JSONDecodeError as e:
-            yield n, {"__error__": f"not JSON: {e.msg}"}
+            row = {"__error__": f"not JSON: {e.msg}"}
+        except (RecursionError, ValueError) as e:
+            row = {"__error__": _unreadable(e)}
+        yield n, row
 
 
 def parse_import(text: str, fmt: str, ctx: RuleContext) -> list[Rule]:
@@ -705,9 +722,11 @@ def parse_import(text: str, fmt: str, ctx: RuleContext) -> list[Rule]:
     return rules
 
 
-def _csv_safe(text: str) -> str:
+def csv_safe(value: object) -> str:
     """Spreadsheets run a cell that starts with = + - @ (or tab/CR) as a formula: quote it.
-    A cell that starts with ``'`` is quoted too, so the import's unquoting gives it back."""
+    A cell that starts with ``'`` is quoted too, so the import's unquoting gives it back.
+    Every CSV screener writes (rule exports, reports, bill matches) goes through this."""
+    text = str(value)
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r", "'") else text
 
 
@@ -747,7 +766,7 @@ def export_csv(rules: Iterable[Rule]) -> str:
     writer = csv.DictWriter(out, fieldnames=FIELDS, lineterminator="\n")
     writer.writeheader()
     for rule in rules:
-        writer.writerow({k: _csv_safe(v) for k, v in export_rows(rule).items()})
+        writer.writerow({k: csv_safe(v) for k, v in export_rows(rule).items()})
     return out.getvalue()
 
 

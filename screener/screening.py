@@ -57,7 +57,7 @@ from screener.rules import (
     index_values,
     with_id,
 )
-from screener.service import decode_b64, printable
+from screener.service import decode_b64
 from screener.store import Patterns
 
 logger = logging.getLogger(__name__)
@@ -131,15 +131,19 @@ class ScreeningService:
         cfg = self.settings
         raw = decode_b64(args[0]) if args else ""
         number, injected = caller_number(raw)
+        key, e164 = identity(number, cfg.numbers.default_region)
         if injected:
             self.metrics.attacks.labels(kind="cid_injection").inc()
+            # the number is masked like every logged number; the injected text (which may
+            # hold numbers too) is only counted
             logger.warning(
-                "screen caller id holds control characters (injection attempt) caller=%s",
-                printable(raw),
+                "screen caller id holds control characters (injection attempt) caller=%s "
+                "injected_chars=%d",
+                mask(e164) if e164 else "invalid",
+                len(raw) - len(number),
             )
         did = args[1] if len(args) > 1 and is_dialable(args[1]) else ""
         pres = args[2] if len(args) > 2 and _PRESENTATION.fullmatch(args[2]) else ""
-        key, e164 = identity(number, cfg.numbers.default_region)
         return Call(
             key=key,
             e164=e164,
@@ -161,8 +165,11 @@ class ScreeningService:
         except TimeoutError:
             return fail_open("timeout")
         except StoreError as e:
+            self.metrics.redis_up.set(0)
+            self.metrics.errors.labels(component="redis").inc()
             logger.warning("screen fails open, redis error=%s", e)
             return fail_open("redis")
+        self.metrics.redis_up.set(1)
         return decide(call, rules, now=now, high_risk=self.high_risk, treatments=self.treatments)
 
     async def screen(self, args: Sequence[str]) -> tuple[Decision, str]:

@@ -348,7 +348,7 @@ class FlagService:
             v["SCREENER_QUEUE"] if re.fullmatch(r"[A-Za-z0-9_-]{0,64}", v["SCREENER_QUEUE"]) else ""
         )
         return Flag(
-            flag_id=linkedid,
+            flag_id=f"{cfg.ami.node}-{linkedid}" if cfg.ami.node else linkedid,
             caller=CallerId(
                 raw=raw,
                 raw_name=decode_b64(v["SCREENER_CNAM_B64"]),
@@ -358,7 +358,11 @@ class FlagService:
             called=called,
             hotline=cfg.hotline_name(called),
             queue=queue,
-            agent=agent_interface(agent_channel),
+            agent=(
+                f"{agent_interface(agent_channel)}@{cfg.ami.node}"
+                if cfg.ami.node
+                else agent_interface(agent_channel)
+            ),
             agent_channel=agent_channel,
             caller_channel=caller_channel,
             uniqueid=linkedid,
@@ -429,6 +433,7 @@ class FlagService:
             info = flag.caller.info
             m.flags.labels(
                 hotline=flag.hotline,
+                queue=flag.queue or "none",
                 presentation=str(flag.caller.presentation),
                 source=str(source),
                 kind=info.kind,

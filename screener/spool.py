@@ -22,7 +22,7 @@ from screener.model import Flag
 
 logger = logging.getLogger(__name__)
 
-_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
 class Spool:

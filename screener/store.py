@@ -12,16 +12,21 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Iterable
+import time
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from screener.config import RedisSettings
 from screener.errors import StoreError
 from screener.keys import DAY, KeySpace
-from screener.model import Flag
+from screener.model import Flag, Presentation
 from screener.rules import Match, Origin, Rule
 
 logger = logging.getLogger(__name__)
@@ -29,9 +34,9 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # KEYS: flag flags caller caller_agents caller_hours caller_weekdays callers hours weekdays week
-#       hotlines
+#       hotlines day_hours day_callers day_hotlines anonymous_flags number_block blocks
 # ARGV: json ttl ts flag_id agent hour weekday hotline masked kind region carrier area e164
-#       caller_key
+#       caller_key anonymous('1'/'') block(''=none)
 _RECORD_FLAG = """
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
   return 0
@@ -57,6 +62,16 @@ redis.call('HINCRBY', KEYS[8], ARGV[6], 1)
 redis.call('HINCRBY', KEYS[9], ARGV[7], 1)
 redis.call('HINCRBY', KEYS[10], ARGV[7] .. ':' .. ARGV[6], 1)
 redis.call('HINCRBY', KEYS[11], ARGV[8], 1)
+redis.call('HINCRBY', KEYS[12], ARGV[6], 1)
+redis.call('ZINCRBY', KEYS[13], 1, ARGV[15])
+redis.call('HINCRBY', KEYS[14], ARGV[8], 1)
+for i = 12, 14 do redis.call('EXPIRE', KEYS[i], ttl) end
+if ARGV[16] == '1' then redis.call('ZADD', KEYS[15], ARGV[3], ARGV[4]) end
+if ARGV[17] ~= '' then
+  redis.call('SADD', KEYS[16], ARGV[14])
+  redis.call('EXPIRE', KEYS[16], ttl)
+  redis.call('ZADD', KEYS[17], redis.call('SCARD', KEYS[16]), ARGV[17])
+end
 return 1
 """
 
@@ -151,12 +166,39 @@ end
 return found
 """
 
+# KEYS: a ZSET, then one key per member | ARGV: the members. Atomic, so a member flagged again
+# meanwhile (its key back) is kept.
+_PRUNE_GONE = """
+local removed = 0
+for i = 1, #ARGV do
+  if redis.call('EXISTS', KEYS[i + 1]) == 0 then
+    removed = removed + redis.call('ZREM', KEYS[1], ARGV[i])
+  end
+end
+return removed
+"""
+
 _INDEX_KIND = {
     Match.NUMBER: "number",
     Match.PREFIX: "prefix",
     Match.RANGE: "prefix",
     Match.ANONYMOUS: "anonymous",
 }
+
+
+def number_block(e164: str) -> str:
+    """The 100-number block of a number (its E.164 without the last two digits), the unit of
+    prefix clusters: ``+8610123456`` for ``+861012345678``."""
+    return e164[:-2] if len(e164) >= 9 else ""
+
+
+def local_time(flag: Flag) -> datetime:
+    """When the flag was raised, in its own time zone (``flag.tz``): the day, hour and weekday
+    the aggregates are keyed by. ``flag.at`` as it is when ``tz`` is not a known zone."""
+    try:
+        return flag.at.astimezone(ZoneInfo(flag.tz))
+    except (KeyError, ValueError):  # ZoneInfoNotFoundError is a KeyError
+        return flag.at
 
 
 def _count_field(rule: Rule) -> str:
@@ -188,6 +230,14 @@ class AuditEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class DayTotals:
+    """One day's flags by hour of day and by hotline."""
+
+    hours: dict[int, int]
+    hotlines: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
 class CallerStats:
     """Per-caller aggregates as stored (``agents`` = distinct agents who flagged)."""
 
@@ -201,6 +251,9 @@ class CallerStats:
     region: str
     hours: dict[int, int]
     weekdays: dict[int, int]
+    carrier: str = ""
+    area: str = ""
+    e164: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,14 +274,51 @@ class Store:
     True
     """
 
-    def __init__(self, client: aioredis.Redis, keys: KeySpace, timeout: float = 1.0) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        keys: KeySpace,
+        timeout: float = 1.0,
+        wait_replicas: int = 0,
+    ) -> None:
         self._redis = client
+        self.wait_replicas = wait_replicas
         self.keys = keys
         self.timeout = timeout
         self._record = client.register_script(_RECORD_FLAG)
         self._add_rule = client.register_script(_ADD_RULE)
         self._remove_rule = client.register_script(_REMOVE_RULE)
         self._candidates = client.register_script(_CANDIDATES)
+        self._prune_gone = client.register_script(_PRUNE_GONE)
+
+    @classmethod
+    def from_settings(cls, settings: RedisSettings) -> Store:
+        """A store on Redis as configured: one server by URL, or the master that Redis
+        Sentinel names (re-resolved on every reconnect, so a failover is followed)."""
+        if not settings.sentinels:
+            store = cls.from_url(
+                settings.url.get_secret_value(), prefix=settings.prefix, timeout=settings.timeout
+            )
+            store.wait_replicas = settings.wait_replicas
+            return store
+        from redis.asyncio.sentinel import Sentinel
+
+        url = urlsplit(settings.url.get_secret_value())
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            settings.sentinel_addresses(),
+            socket_timeout=settings.timeout,
+            socket_connect_timeout=settings.timeout,
+        )
+        client = sentinel.master_for(
+            settings.master_name,
+            redis_class=aioredis.Redis,
+            socket_timeout=settings.timeout,
+            socket_connect_timeout=settings.timeout,
+            decode_responses=True,
+            password=url.password,
+            db=int(url.path.strip("/") or 0),
+        )
+        return cls(client, KeySpace(settings.prefix), settings.timeout, settings.wait_replicas)
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "screener", timeout: float = 1.0) -> Store:
@@ -263,15 +353,14 @@ class Store:
         """Close the connection pool."""
         await self._redis.aclose()
 
-    async def record_flag(self, flag: Flag, retention_days: int) -> bool:
-        """Store a flag and update every aggregate atomically; ``False`` if it was already stored.
-
-        Raises:
-            StoreError: Redis failed; nothing was written.
-        """
+    def record_flag_call(self, flag: Flag, retention_days: int) -> tuple[list[str], list[Any]]:
+        """The keys and arguments of the record script for ``flag`` (bulk loaders pipeline it)."""
         k = self.keys
         ck = flag.caller.key
         info = flag.caller.info
+        local = local_time(flag)
+        day = local.strftime("%Y%m%d")
+        block = number_block(info.e164) if info.valid else ""
         keys = [
             k.flag(flag.flag_id),
             k.flags,
@@ -284,6 +373,12 @@ class Store:
             k.weekdays,
             k.week,
             k.hotlines,
+            k.day_hours(day),
+            k.day_callers(day),
+            k.day_hotlines(day),
+            k.anonymous_flags,
+            k.number_block(block or "-"),
+            k.blocks,
         ]
         args: list[Any] = [
             flag.to_json(),
@@ -291,8 +386,8 @@ class Store:
             f"{flag.at.timestamp():.6f}",
             flag.flag_id,
             flag.agent,
-            flag.hour,
-            flag.weekday,
+            local.hour,
+            local.isoweekday(),
             flag.hotline,
             info.masked,
             info.kind,
@@ -301,9 +396,55 @@ class Store:
             info.area,
             info.e164,
             ck,
+            "1" if flag.caller.presentation is not Presentation.ALLOWED or not info.e164 else "",
+            block,
         ]
+        return keys, args
+
+    async def record_flag(self, flag: Flag, retention_days: int) -> bool:
+        """Store a flag and update every aggregate atomically; ``False`` if it was already stored.
+
+        Raises:
+            StoreError: Redis failed; nothing was written.
+        """
+        keys, args = self.record_flag_call(flag, retention_days)
         created = await self._call("record_flag", self._record(keys=keys, args=args))
+        await self._replicated("record_flag")
         return bool(created)
+
+    async def _replicated(self, what: str) -> None:
+        """With ``wait_replicas``: wait until that many replicas have our writes.
+
+        Raises:
+            StoreError: not replicated within the timeout (the caller keeps its spool copy).
+        """
+        if not self.wait_replicas:
+            return
+        wanted = self.wait_replicas
+        timeout_ms = int(self.timeout * 1000)
+        got = await self._call(what, self._redis.wait(wanted, timeout_ms), self.timeout * 2)
+        if int(got) < wanted:
+            raise StoreError(f"redis {what}: written but on {got} of {wanted} replicas")
+
+    async def record_flags(self, flags: Iterable[Flag], retention_days: int) -> int:
+        """Store many flags in one pipelined round trip (each still atomic on its own); returns
+        how many were new. For bulk loads; the daemon records flags one by one.
+
+        Raises:
+            StoreError: Redis failed; some of the flags may be stored (recording is idempotent,
+                so retrying the same batch is safe).
+        """
+        batch = list(flags)
+        if not batch:
+            return 0
+        async with self._redis.pipeline(transaction=False) as p:
+            for flag in batch:
+                keys, args = self.record_flag_call(flag, retention_days)
+                await self._record(keys=keys, args=args, client=p)
+            created = await self._call(
+                "record_flags", p.execute(), max(self.timeout, len(batch) / 5_000)
+            )
+        return sum(1 for c in created if c)
 
     async def get_flag(self, flag_id: str) -> Flag | None:
         """The stored flag, or ``None``.
@@ -358,6 +499,9 @@ class Store:
             region=main.get("region", ""),
             hours={int(h): int(n) for h, n in hours.items()},
             weekdays={int(d): int(n) for d, n in weekdays.items()},
+            carrier=main.get("carrier", ""),
+            area=main.get("area", ""),
+            e164=main.get("e164", ""),
         )
 
     async def patterns(self) -> Patterns:
@@ -388,15 +532,36 @@ class Store:
         """Drop flags older than ``older_than`` (epoch) from the event log; returns how many.
 
         The flag records themselves expire on their own (``EX`` at write time); this trims the
-        index so it never points at expired records.
+        indexes (all flags, anonymous flags) so they never point at expired records.
 
         Raises:
             StoreError: Redis failed.
         """
-        removed = await self._call(
-            "expire_flags", self._redis.zremrangebyscore(self.keys.flags, "-inf", older_than)
-        )
+        async with self._redis.pipeline(transaction=False) as p:
+            p.zremrangebyscore(self.keys.flags, "-inf", older_than)
+            p.zremrangebyscore(self.keys.anonymous_flags, "-inf", older_than)
+            removed, _ = await self._call("expire_flags", p.execute())
+        # The rankings keep a member per caller (its number) and per number block: drop those
+        # whose own aggregates have expired, so no number outlives its retention there.
+        await self._prune(self.keys.callers, self.keys.caller)
+        await self._prune(self.keys.blocks, self.keys.number_block)
         return int(removed)
+
+    async def _prune(self, index: str, key_of: Callable[[str], str], batch: int = 500) -> int:
+        """Remove the members of the ZSET ``index`` whose key ``key_of(member)`` is gone."""
+        removed, cursor = 0, 0
+        while True:
+            cursor, items = await self._call(
+                "expire_flags", self._redis.zscan(index, cursor, count=batch)
+            )
+            members = [str(m) for m, _ in items]
+            if members:
+                keys = [index, *(key_of(m) for m in members)]
+                removed += int(
+                    await self._call("expire_flags", self._prune_gone(keys=keys, args=members))
+                )
+            if not cursor:
+                return removed
 
     # -- rules -------------------------------------------------------------------------------
     def _add_call(
@@ -737,3 +902,125 @@ class Store:
             ),
         )
         return {str(a): float(t) for a, t in pairs}
+
+    # -- reports -----------------------------------------------------------------------------
+    async def flags_between(
+        self, since: float, until: float, *, anonymous: bool = False, limit: int | None = None
+    ) -> list[Flag]:
+        """Flags in ``[since, until)`` oldest first; only withheld/unavailable callers' flags
+        with ``anonymous``. Read in batches of 1,000.
+
+        Raises:
+            StoreError: Redis failed.
+        """
+        index = self.keys.anonymous_flags if anonymous else self.keys.flags
+        ids: Any = await self._call(
+            "flags_between",
+            self._redis.zrangebyscore(
+                index, since, f"({until}", start=None if limit is None else 0, num=limit
+            ),
+            max(self.timeout, 30.0),
+        )
+        found: list[Flag] = []
+        for start in range(0, len(ids), 1000):
+            batch = [self.keys.flag(str(i)) for i in ids[start : start + 1000]]
+            raws = await self._call("flags_between", self._redis.mget(batch))
+            found += [Flag.from_json(r) for r in raws if r]
+        return found
+
+    async def day_totals(self, days: list[str]) -> dict[str, DayTotals]:
+        """Per day (``YYYYMMDD``): flags by hour and by hotline.
+
+        Raises:
+            StoreError: Redis failed.
+        """
+        k = self.keys
+        async with self._redis.pipeline(transaction=False) as p:
+            for day in days:
+                p.hgetall(k.day_hours(day))
+                p.hgetall(k.day_hotlines(day))
+            raw = await self._call("day_totals", p.execute())
+        out = {}
+        for n, day in enumerate(days):
+            hours, hotlines = raw[2 * n], raw[2 * n + 1]
+            out[day] = DayTotals(
+                hours={int(h): int(c) for h, c in hours.items()},
+                hotlines={str(name): int(c) for name, c in hotlines.items()},
+            )
+        return out
+
+    async def top_callers(
+        self, days: list[str], limit: int, min_flags: int = 2
+    ) -> tuple[list[tuple[str, int]], list[tuple[str, int]], int]:
+        """Over ``days``: the ``limit`` most-flagged callers, the callers flagged at least
+        ``min_flags`` times (repeat offenders, most first, at most ``limit``), and the number of
+        distinct callers. One ZUNIONSTORE into a scratch key that expires by itself.
+
+        Raises:
+            StoreError: Redis failed.
+        """
+        if not days:
+            return [], [], 0
+        k = self.keys
+        scratch = k.scratch(f"callers-{days[0]}-{days[-1]}-{time.monotonic_ns()}")
+        async with self._redis.pipeline(transaction=False) as p:
+            p.zunionstore(scratch, [k.day_callers(d) for d in days])
+            p.expire(scratch, 60)
+            p.zrevrange(scratch, 0, limit - 1, withscores=True)
+            p.zrevrangebyscore(scratch, "+inf", min_flags, start=0, num=limit, withscores=True)
+            p.delete(scratch)
+            distinct, _, top, repeat, _ = await self._call(
+                "top_callers", p.execute(), max(self.timeout, 30.0)
+            )
+        return (
+            [(str(c), int(n)) for c, n in top],
+            [(str(c), int(n)) for c, n in repeat],
+            int(distinct),
+        )
+
+    async def clusters(self, min_numbers: int, limit: int) -> list[tuple[str, list[str]]]:
+        """Number blocks with at least ``min_numbers`` distinct flagged numbers, most first:
+        ``(block, numbers)``.
+
+        Raises:
+            StoreError: Redis failed.
+        """
+        blocks: Any = await self._call(
+            "clusters",
+            self._redis.zrevrangebyscore(self.keys.blocks, "+inf", min_numbers, start=0, num=limit),
+        )
+        async with self._redis.pipeline(transaction=False) as p:
+            for block in blocks:
+                p.smembers(self.keys.number_block(str(block)))
+            members = await self._call("clusters", p.execute())
+        return [
+            (str(block), sorted(str(m) for m in numbers))
+            for block, numbers in zip(blocks, members, strict=True)
+            if len(numbers) >= min_numbers
+        ]
+
+    async def top_sources(self, limit: int) -> tuple[list[CallerStats], int]:
+        """The ``limit`` most-flagged callers (all time within retention) with their details,
+        and how many distinct callers were flagged.
+
+        Raises:
+            StoreError: Redis failed.
+        """
+        k = self.keys
+        async with self._redis.pipeline(transaction=False) as p:
+            p.zrevrange(k.callers, 0, limit - 1)
+            p.zcard(k.callers)
+            top, total = await self._call("top_sources", p.execute())
+        stats = [await self.caller_stats(str(key)) for key in top]
+        return [s for s in stats if s is not None], int(total)
+
+    async def cluster_count(self, min_numbers: int) -> int:
+        """How many number blocks have at least ``min_numbers`` distinct flagged numbers.
+
+        Raises:
+            StoreError: Redis failed.
+        """
+        n = await self._call(
+            "cluster_count", self._redis.zcount(self.keys.blocks, min_numbers, "+inf")
+        )
+        return int(n)

@@ -685,3 +685,225 @@ def test_rules_when_redis_is_down_exits_1(runner: CliRunner, args: list[str]) ->
     }
     err = assert_one_line_error(runner.invoke(main, ["rules", *args], env=env), 1)
     assert err.startswith("screener: redis ")
+
+
+# --- report -----------------------------------------------------------------------------------
+
+REPORT_PERIOD = ["--since", "2024-03-04", "--until", "2024-03-10"]
+REPORT_AGENT = '=HYPERLINK("http://evil.example","x")'
+
+
+@pytest.fixture
+def report_seeded(redis_env: dict[str, str]) -> list[Flag]:
+    """Flags in the week of 2024-03-04 (UTC), one before it and one after it."""
+    from screener.model import Presentation
+
+    monday = AT - timedelta(days=2)  # 2024-03-04 14:30:05 UTC
+    flags = [
+        make_flag("1709000000.1", at=monday),
+        make_flag("1709000000.2", at=monday + timedelta(hours=1)),
+        make_flag("1709000000.3", "+12025550123", at=monday + timedelta(days=2)),
+        make_flag(
+            "1709000000.4",
+            "anonymous",
+            at=monday + timedelta(days=3),
+            presentation=Presentation.WITHHELD,
+            agent=REPORT_AGENT,
+        ),
+        make_flag("1709000000.5", at=monday - timedelta(days=1)),  # before the period
+        make_flag("1709000000.6", at=monday + timedelta(days=7)),  # after it
+    ]
+    seed(redis_env["SCREENER_REDIS__URL"], flags)
+    return flags
+
+
+def test_report_table(
+    runner: CliRunner, redis_env: dict[str, str], report_seeded: list[Flag]
+) -> None:
+    result = runner.invoke(main, ["report", *REPORT_PERIOD], env=redis_env)
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert out.startswith("screener report 2024-03-04 .. 2024-03-10 (UTC)\n")
+    assert "4 flags from 3 distinct callers\n" in out
+    assert "+86138****1234" in out
+    assert "+8613812341234" not in out
+    assert "+12025550123" not in out
+    assert "2024-03-07T14:30:05+00:00  4008001234" in out  # the anonymous call, to the second
+    assert result.stderr == ""
+
+
+def test_report_unmasked(
+    runner: CliRunner, redis_env: dict[str, str], report_seeded: list[Flag]
+) -> None:
+    result = runner.invoke(main, ["report", *REPORT_PERIOD, "--unmasked"], env=redis_env)
+    assert result.exit_code == 0, result.output
+    assert "+8613812341234" in result.stdout
+    assert "+12025550123" in result.stdout
+    assert "(numbers unmasked)" in result.stdout
+
+
+def test_report_csv(
+    runner: CliRunner, redis_env: dict[str, str], report_seeded: list[Flag]
+) -> None:
+    import csv
+    import io
+
+    result = runner.invoke(main, ["report", *REPORT_PERIOD, "--format", "csv"], env=redis_env)
+    assert result.exit_code == 0, result.output
+    rows = list(csv.reader(io.StringIO(result.stdout)))
+    assert rows[0][0] == "section"
+    assert rows[1] == ["period", "2024-03-04", "2024-03-10", "UTC", "4", "3"]
+    calls = [row for row in rows if row[0] == "anonymous_call"]
+    assert calls == [
+        [
+            "anonymous_call",
+            "2024-03-07T14:30:05+00:00",
+            "4008001234",
+            "service",
+            "withheld",
+            "'" + REPORT_AGENT,
+        ]
+    ]
+    for row in rows:
+        assert all(cell[:1] not in ("=", "+", "-", "@") for cell in row), row
+    assert "+8613812341234" not in result.stdout
+
+
+def test_report_json(
+    runner: CliRunner, redis_env: dict[str, str], report_seeded: list[Flag]
+) -> None:
+    result = runner.invoke(
+        main, ["report", *REPORT_PERIOD, "--format", "json", "--top", "1"], env=redis_env
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert (data["since"], data["until"], data["timezone"]) == ("2024-03-04", "2024-03-10", "UTC")
+    assert data["total_flags"] == 4
+    assert data["by_day"]["2024-03-04"] == 2
+    assert data["heatmap"]["2024-03-04"][14:16] == [1, 1]
+    assert [s["number"] for s in data["top_sources"]] == ["+86138****1234"]
+    assert data["top_sources"][0]["flags"] == 2
+    assert data["top_sources"][0]["total_flags"] == 4
+    assert data["anonymous_calls"][0]["agent"] == REPORT_AGENT  # JSON is not a spreadsheet
+    assert "+8613812341234" not in result.stdout
+
+
+def test_report_anonymous_limit(
+    runner: CliRunner, redis_env: dict[str, str], report_seeded: list[Flag]
+) -> None:
+    from screener.model import Presentation
+
+    extra = make_flag(
+        "1709000000.7",
+        "anonymous",
+        at=AT + timedelta(days=2),
+        presentation=Presentation.UNAVAILABLE,
+    )
+    seed(redis_env["SCREENER_REDIS__URL"], [extra])
+    args = ["report", *REPORT_PERIOD, "--format", "json", "--anonymous-limit", "1"]
+    data = json.loads(runner.invoke(main, args, env=redis_env).stdout)
+    assert data["anonymous_truncated"] is True
+    assert [a["at"] for a in data["anonymous_calls"]] == ["2024-03-07T14:30:05+00:00"]
+
+
+def test_report_png(
+    runner: CliRunner, redis_env: dict[str, str], report_seeded: list[Flag], tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    png = tmp_path / "week.png"
+    result = runner.invoke(main, ["report", *REPORT_PERIOD, "--png", str(png)], env=redis_env)
+    assert result.exit_code == 0, result.output
+    assert result.stderr == f"heatmap written to {png}\n"
+    assert "screener report" in result.stdout
+    with Image.open(png) as image:
+        assert image.format == "PNG"
+        assert image.size == (804, 40 + 7 * 16 + 50)
+
+
+def test_report_png_unwritable_exits_1(
+    runner: CliRunner, redis_env: dict[str, str], tmp_path: Path
+) -> None:
+    png = tmp_path / "missing" / "week.png"
+    result = runner.invoke(main, ["report", *REPORT_PERIOD, "--png", str(png)], env=redis_env)
+    err = assert_one_line_error(result, 1)
+    assert err.startswith(f"screener: cannot write {png}")
+    assert not png.exists()
+
+
+def test_report_default_period_is_the_last_seven_local_days(
+    runner: CliRunner, redis_env: dict[str, str]
+) -> None:
+    from datetime import UTC, date, datetime
+    from zoneinfo import ZoneInfo
+
+    zone = ZoneInfo("Asia/Shanghai")
+    now = datetime.now(UTC)
+    seed(
+        redis_env["SCREENER_REDIS__URL"],
+        [
+            make_flag("1.1", at=now - timedelta(days=2), tz="Asia/Shanghai"),
+            make_flag("1.2", at=now - timedelta(days=10), tz="Asia/Shanghai"),
+        ],
+    )
+    env = {**redis_env, "SCREENER_NUMBERS__TIMEZONE": "Asia/Shanghai"}
+    before = datetime.now(zone).date()
+    result = runner.invoke(main, ["report", "--format", "json"], env=env)
+    after = datetime.now(zone).date()
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    today = date.fromisoformat(data["until"])
+    assert today in (before, after)
+    assert date.fromisoformat(data["since"]) == today - timedelta(days=6)
+    assert len(data["by_day"]) == 7
+    assert data["timezone"] == "Asia/Shanghai"
+    assert data["total_flags"] == 1
+
+
+def test_report_since_alone_ends_today(runner: CliRunner, redis_env: dict[str, str]) -> None:
+    from datetime import UTC, date, datetime
+
+    today = datetime.now(UTC).date()
+    since = (today - timedelta(days=1)).isoformat()
+    result = runner.invoke(main, ["report", "--since", since, "--format", "json"], env=redis_env)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["since"] == since
+    assert date.fromisoformat(data["until"]) >= today
+
+
+def test_report_period_ending_before_it_starts_exits_2(
+    runner: CliRunner, redis_env: dict[str, str]
+) -> None:
+    args = ["report", "--since", "2024-03-10", "--until", "2024-03-04"]
+    err = assert_one_line_error(runner.invoke(main, args, env=redis_env), 2)
+    assert err == "screener: the period ends before it starts\n"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--since", "2024-13-01"],
+        ["--until", "04/03/2024"],
+        ["--format", "xml"],
+        ["--top", "0"],
+        ["--anonymous-limit", "0"],
+    ],
+)
+def test_report_bad_options_are_usage_errors(runner: CliRunner, args: list[str]) -> None:
+    result = runner.invoke(main, ["report", *args])
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+
+
+def test_report_when_redis_is_down_exits_1(runner: CliRunner, tmp_path: Path) -> None:
+    env = {
+        "SCREENER_REDIS__URL": f"redis://127.0.0.1:{free_port()}/0",
+        "SCREENER_REDIS__TIMEOUT": "0.5",
+    }
+    png = tmp_path / "week.png"
+    result = runner.invoke(main, ["report", *REPORT_PERIOD, "--png", str(png)], env=env)
+    err = assert_one_line_error(result, 1)
+    assert err.startswith("screener: redis ")
+    assert result.stdout == ""
+    assert not png.exists()

@@ -37,13 +37,18 @@ def test_metric_names_and_types() -> None:
         "screener_rules": "gauge",
         "screener_high_risk_hours": "gauge",
         "screener_agi_sessions": "counter",
+        "screener_flags_by_hour": "gauge",
+        "screener_flags_by_weekday": "gauge",
+        "screener_top_source_flags": "gauge",
+        "screener_callers_flagged": "gauge",
+        "screener_prefix_clusters": "gauge",
     }
 
 
 def test_labels_have_low_cardinality() -> None:
     m = Metrics(CollectorRegistry())
     metrics = [v for v in vars(m).values() if not isinstance(v, CollectorRegistry)]
-    assert len(metrics) == 18
+    assert len(metrics) == 23
     for metric in metrics:
         assert not FORBIDDEN_LABELS & set(metric._labelnames)
 
@@ -110,13 +115,19 @@ def test_two_metrics_on_one_registry_collide() -> None:
 def test_counters_are_exposed_with_total() -> None:
     m = Metrics(CollectorRegistry())
     m.flags.labels(
-        hotline="service", presentation="allowed", source="feature", kind="mobile", region="CN"
+        hotline="service",
+        queue="hotline",
+        presentation="allowed",
+        source="feature",
+        kind="mobile",
+        region="CN",
     ).inc()
     m.attacks.labels(kind="forged_flag").inc(2)
     m.flag_redirect_seconds.observe(0.003)
     r = m.registry
     labels = {
         "hotline": "service",
+        "queue": "hotline",
         "presentation": "allowed",
         "source": "feature",
         "kind": "mobile",
@@ -126,3 +137,13 @@ def test_counters_are_exposed_with_total() -> None:
     assert r.get_sample_value("screener_attacks_total", {"kind": "forged_flag"}) == 2
     assert r.get_sample_value("screener_flag_redirect_seconds_bucket", {"le": "0.005"}) == 1
     assert r.get_sample_value("screener_flag_redirect_seconds_count") == 1
+
+
+def test_statistics_gauges_have_bounded_labels() -> None:
+    m = Metrics(CollectorRegistry())
+    assert tuple(m.flags._labelnames) == (
+        "hotline", "queue", "presentation", "source", "kind", "region"
+    )  # fmt: skip
+    assert tuple(m.flags_by_hour._labelnames) == ("hour",)
+    assert tuple(m.flags_by_weekday._labelnames) == ("weekday",)
+    assert tuple(m.top_sources._labelnames) == ("rank", "source", "kind", "region")

@@ -142,6 +142,7 @@ async def test_genuine_feature_flag_is_recorded(h: Harness, store: Store) -> Non
     assert h.requests("recorded") == 1
     labels = {
         "hotline": "service",
+        "queue": "hotline",
         "presentation": "allowed",
         "source": "feature",
         "kind": "mobile",
@@ -169,6 +170,7 @@ async def test_withheld_caller(h: Harness) -> None:
         h.sample(
             "screener_flags_total",
             hotline="service",
+            queue="hotline",
             presentation="withheld",
             source="feature",
             kind="anonymous",
@@ -470,6 +472,7 @@ async def test_dtmf_sequence_is_recorded(tmp_path: Path, store: Store) -> None:
         h.sample(
             "screener_flags_total",
             hotline="service",
+            queue="hotline",
             presentation="allowed",
             source="dtmf",
             kind="mobile",
@@ -631,6 +634,7 @@ async def test_hostile_caller_id_is_recorded_raw_with_a_hashed_key(
         h.sample(
             "screener_flags_total",
             hotline="service",
+            queue="hotline",
             presentation="allowed",
             source="feature",
             kind="invalid",

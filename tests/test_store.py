@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import redis.asyncio as aioredis
 
 from screener.errors import StoreError
 from screener.keys import DAY, KeySpace
+from screener.model import Presentation
 from screener.rules import Origin, Rule, with_id
-from screener.store import Store
+from screener.store import Store, number_block
 from tests.factories import AT, make_flag, make_rule
 from tests.lab.redis import RedisServer
 
@@ -725,3 +727,267 @@ async def test_removing_an_automatic_block_clears_its_guard(store: Store) -> Non
     assert await store.add_auto_block(rule, caller_key=CALLER, now=NOW) is None  # guarded
     await store.remove_rule(first, by="alice", why="false alarm", now=NOW)
     assert await store.add_auto_block(rule, caller_key=CALLER, now=NOW) is not None
+
+
+# --- per-day aggregates, anonymous index, prefix clusters (reports) ----------------------------
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+LATE = datetime(2024, 3, 6, 23, 30, tzinfo=UTC)  # Wednesday 23:30 UTC = Thursday 07:30 Shanghai
+
+
+@pytest.mark.parametrize(
+    "at", [LATE, LATE.astimezone(SHANGHAI)], ids=["utc-instant", "local-instant"]
+)
+async def test_day_aggregates_use_the_local_date_of_the_flags_zone(
+    store: Store, at: datetime
+) -> None:
+    await store.record_flag(make_flag("1.1", at=at, tz="Asia/Shanghai"), RETENTION)
+    totals = await store.day_totals(["20240306", "20240307"])
+    assert totals["20240306"].hours == {}
+    assert totals["20240306"].hotlines == {}
+    assert totals["20240307"].hours == {7: 1}
+    assert totals["20240307"].hotlines == {"service": 1}
+    top, _, distinct = await store.top_callers(["20240307"], 10)
+    assert top == [(CALLER, 1)]
+    assert distinct == 1
+    assert await store.top_callers(["20240306"], 10) == ([], [], 0)
+    # the all-time patterns agree with the day: Thursday, 07h local
+    patterns = await store.patterns()
+    assert patterns.hours == {7: 1}
+    assert patterns.weekdays == {4: 1}
+    assert patterns.week == {(4, 7): 1}
+
+
+async def test_day_aggregates_of_a_utc_flag_stay_on_the_utc_date(store: Store) -> None:
+    await store.record_flag(make_flag("1.1", at=LATE), RETENTION)  # tz "UTC"
+    totals = await store.day_totals(["20240306", "20240307"])
+    assert totals["20240306"].hours == {23: 1}
+    assert totals["20240307"].hours == {}
+
+
+async def test_day_aggregates_fall_back_on_the_flags_offset_for_an_unknown_zone(
+    store: Store,
+) -> None:
+    at = datetime(2024, 3, 6, 23, 30, tzinfo=timezone(timedelta(hours=8)))
+    flag = make_flag("1.1", at=at)
+    assert flag.tz == "UTC+08:00"  # not an IANA zone
+    await store.record_flag(flag, RETENTION)
+    totals = await store.day_totals(["20240306", "20240307"])
+    assert totals["20240306"].hours == {23: 1}
+    assert totals["20240307"].hours == {}
+
+
+async def test_day_totals_count_hours_and_hotlines_per_day(
+    store: Store, redis_raw: aioredis.Redis
+) -> None:
+    day1 = datetime(2024, 3, 4, 9, 15, tzinfo=UTC)
+    flags = [
+        make_flag("1.1", at=day1),
+        make_flag("1.2", "13812341200", at=day1 + timedelta(minutes=5), hotline="sales"),
+        make_flag("1.3", at=day1 + timedelta(hours=5)),
+        make_flag("1.4", at=day1 + timedelta(days=1)),
+    ]
+    for f in flags:
+        await store.record_flag(f, 30)
+    totals = await store.day_totals(["20240304", "20240305", "20240306"])
+    assert totals["20240304"].hours == {9: 2, 14: 1}
+    assert totals["20240304"].hotlines == {"service": 2, "sales": 1}
+    assert totals["20240305"].hours == {9: 1}
+    assert totals["20240306"].hours == {}
+    assert await store.day_totals([]) == {}
+    k = store.keys
+    for key in (k.day_hours("20240304"), k.day_callers("20240304"), k.day_hotlines("20240304")):
+        assert 30 * DAY - 5 <= await redis_raw.ttl(key) <= 30 * DAY, key
+
+
+async def test_top_callers_counts_only_the_given_days(
+    store: Store, redis_raw: aioredis.Redis
+) -> None:
+    day0 = datetime(2024, 3, 3, 10, tzinfo=UTC)
+    x, y, z = CALLER, "+8613912345601", "+12025550123"
+    n = 0
+
+    async def flag(raw: str, day: int, times: int) -> None:
+        nonlocal n
+        for _ in range(times):
+            n += 1
+            at = day0 + timedelta(days=day, minutes=n)
+            await store.record_flag(make_flag(f"1.{n}", raw, at=at), RETENTION)
+
+    await flag(x, 0, 5)  # before the period
+    await flag(x, 1, 3)
+    await flag(y, 2, 2)
+    await flag(z, 2, 1)
+    top, repeat, distinct = await store.top_callers(["20240304", "20240305"], 10)
+    assert top == [(x, 3), (y, 2), (z, 1)]
+    assert repeat == [(x, 3), (y, 2)]
+    assert distinct == 3
+    top, repeat, distinct = await store.top_callers(["20240305"], 10)
+    assert (top, repeat, distinct) == ([(y, 2), (z, 1)], [(y, 2)], 2)
+    top, repeat, distinct = await store.top_callers(["20240303", "20240304", "20240305"], 1)
+    assert (top, repeat, distinct) == ([(x, 8)], [(x, 8)], 3)
+    assert (await store.top_callers(["20240304", "20240305"], 10, min_flags=3))[1] == [(x, 3)]
+    assert await store.top_callers([], 10) == ([], [], 0)
+    # the scratch union is gone afterwards
+    assert [key async for key in redis_raw.scan_iter(match="*tmp*")] == []
+
+
+async def test_anonymous_flags_index(store: Store) -> None:
+    t0 = datetime(2024, 3, 4, 9, tzinfo=UTC)
+    flags = {
+        "allowed": make_flag("1.1", at=t0),
+        "withheld": make_flag(
+            "1.2", at=t0 + timedelta(minutes=1), presentation=Presentation.WITHHELD
+        ),
+        "unavailable": make_flag(
+            "1.3",
+            "anonymous",
+            at=t0 + timedelta(minutes=2),
+            presentation=Presentation.UNAVAILABLE,
+        ),
+        "no e164": make_flag("1.4", "123\r\nAction: Originate", at=t0 + timedelta(minutes=3)),
+        "foreign": make_flag("1.5", "+12025550123", at=t0 + timedelta(minutes=4)),
+    }
+    for f in flags.values():
+        await store.record_flag(f, RETENTION)
+    since, until = t0.timestamp(), (t0 + timedelta(hours=1)).timestamp()
+    found = await store.flags_between(since, until, anonymous=True)
+    assert found == [flags["withheld"], flags["unavailable"], flags["no e164"]]
+    assert await store.flags_between(since, until, anonymous=True, limit=2) == found[:2]
+    assert len(await store.flags_between(since, until)) == 5
+
+
+async def test_flags_between_is_half_open_oldest_first_and_limited(
+    store: Store, redis_raw: aioredis.Redis
+) -> None:
+    flags = [make_flag(f"1.{n}", at=AT + timedelta(hours=n)) for n in range(4)]
+    for f in reversed(flags):
+        await store.record_flag(f, RETENTION)
+    ts = [f.at.timestamp() for f in flags]
+    assert await store.flags_between(ts[1], ts[3]) == flags[1:3]
+    assert await store.flags_between(ts[0], ts[3] + 1) == flags
+    assert await store.flags_between(ts[1], ts[3], limit=1) == [flags[1]]
+    assert await store.flags_between(ts[1], ts[3], limit=0) == []
+    assert await store.flags_between(ts[3] + 1, ts[3] + 2) == []
+    await redis_raw.delete(store.keys.flag("1.2"))  # expired record, index not yet trimmed
+    assert await store.flags_between(ts[0], ts[3] + 1) == [flags[0], flags[1], flags[3]]
+
+
+async def test_flags_between_reads_in_batches(store: Store) -> None:
+    flags = [make_flag(f"2.{n}", at=AT + timedelta(seconds=n)) for n in range(1005)]
+    for f in flags:
+        await store.record_flag(f, RETENTION)
+    found = await store.flags_between(AT.timestamp(), (AT + timedelta(hours=1)).timestamp())
+    assert [f.flag_id for f in found] == [f.flag_id for f in flags]
+
+
+async def test_expire_flags_trims_the_anonymous_index_too(
+    store: Store, redis_raw: aioredis.Redis
+) -> None:
+    flags = [
+        make_flag(f"1.{n}", "anonymous", at=AT + timedelta(days=n),
+                  presentation=Presentation.WITHHELD)
+        for n in range(3)
+    ]  # fmt: skip
+    for f in flags:
+        await store.record_flag(f, RETENTION)
+    assert await store.expire_flags(flags[0].at.timestamp()) == 1
+    assert await redis_raw.zrange(store.keys.anonymous_flags, 0, -1) == ["1.1", "1.2"]
+
+
+def test_number_block() -> None:
+    assert number_block("+8613812341234") == "+86138123412"
+    assert number_block("+861012345678") == "+8610123456"
+    assert number_block("+12025550123") == "+120255501"
+    assert number_block("+8612345") == ""  # too short to have a block
+    assert number_block("") == ""
+
+
+async def test_prefix_clusters_count_distinct_numbers_per_block(
+    store: Store, redis_raw: aioredis.Redis
+) -> None:
+    block_a, block_b = "+86138123412", "+86139123456"
+    raws = [
+        "13812341200",
+        "13812341234",
+        "13812341234",  # the same number again: still three numbers
+        "13812341299",
+        "13912345601",
+        "13912345602",
+        "anonymous",
+        "123abc",
+    ]
+    for n, raw in enumerate(raws):
+        await store.record_flag(make_flag(f"1.{n}", raw, at=AT + timedelta(minutes=n)), 30)
+    assert await store.clusters(3, 10) == [
+        (block_a, ["+8613812341200", "+8613812341234", "+8613812341299"])
+    ]
+    assert await store.clusters(2, 10) == [
+        (block_a, ["+8613812341200", "+8613812341234", "+8613812341299"]),
+        (block_b, ["+8613912345601", "+8613912345602"]),
+    ]
+    assert await store.clusters(2, 1) == [
+        (block_a, ["+8613812341200", "+8613812341234", "+8613812341299"])
+    ]
+    assert await store.cluster_count(3) == 1
+    assert await store.cluster_count(2) == 2
+    assert await store.cluster_count(4) == 0
+    assert await redis_raw.zrange(store.keys.blocks, 0, -1, withscores=True) == [
+        (block_b, 2.0),
+        (block_a, 3.0),
+    ]
+    ttl = await redis_raw.ttl(store.keys.number_block(block_a))
+    assert 30 * DAY - 5 <= ttl <= 30 * DAY
+    assert not await redis_raw.exists(store.keys.number_block("-"))  # no block for the rest
+
+
+async def test_clusters_skip_blocks_whose_numbers_expired(
+    store: Store, redis_raw: aioredis.Redis
+) -> None:
+    for n in range(3):
+        await store.record_flag(make_flag(f"1.{n}", f"138123412{n}0"), RETENTION)
+    assert len(await store.clusters(3, 10)) == 1
+    await redis_raw.delete(store.keys.number_block("+86138123412"))
+    assert await store.clusters(3, 10) == []
+
+
+async def test_top_sources_with_details(store: Store) -> None:
+    for n in range(3):
+        await store.record_flag(make_flag(f"1.{n}", at=AT + timedelta(minutes=n)), RETENTION)
+    await store.record_flag(make_flag("2.1", "+12025550123"), RETENTION)
+    await store.record_flag(make_flag("2.2", "anonymous"), RETENTION)
+    top, total = await store.top_sources(2)
+    assert total == 3
+    assert [s.key for s in top] == [CALLER, top[1].key]
+    assert top[0].count == 3
+    assert (top[0].e164, top[0].masked) == (CALLER, "+86138****1234")
+    assert (top[0].carrier, top[0].area) == ("China Mobile", "Lianyungang, Jiangsu")
+    assert (top[0].kind, top[0].region) == ("mobile", "CN")
+    everyone, total = await store.top_sources(10)
+    assert total == 3
+    assert everyone[:2] == top
+    assert {s.key for s in everyone} == {CALLER, "+12025550123", "anonymous"}
+    assert [s.count for s in everyone] == [3, 1, 1]
+    anonymous = await store.caller_stats("anonymous")
+    assert anonymous is not None
+    assert (anonymous.e164, anonymous.masked, anonymous.carrier) == ("", "anonymous", "")
+
+
+async def test_report_reads_raise_store_error_when_redis_is_down(
+    dead_redis: RedisServer,
+) -> None:
+    s = Store.from_url(dead_redis.url, timeout=0.5)
+    dead_redis.stop()
+    try:
+        for op in (
+            s.flags_between(0, 1),
+            s.day_totals(["20240304"]),
+            s.top_callers(["20240304"], 5),
+            s.clusters(3, 5),
+            s.top_sources(5),
+            s.cluster_count(3),
+        ):
+            with pytest.raises(StoreError):
+                await op
+    finally:
+        await s.aclose()

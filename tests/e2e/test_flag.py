@@ -23,7 +23,7 @@ from tests.lab.asterisk_config import (
     DID_QUEUE,
     DID_SHORT,
 )
-from tests.lab.flow import expect_analysis, expect_wrapup
+from tests.lab.flow import answered, expect_analysis, expect_wrapup, wait_flag_stored
 from tests.lab.sipp import SippFactory
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(90)]
@@ -31,26 +31,9 @@ pytestmark = [pytest.mark.lab, pytest.mark.timeout(90)]
 HOTLINES = {"SCREENER_HOTLINES": '{"4008001000": "lab-hotline"}'}
 
 
-async def answered(ami: AmiObserver, queue: str = "hotline") -> tuple[str, str, str]:
-    """Wait for a hotline call to reach an agent: (caller channel, its uniqueid, agent channel)."""
-    joined = await ami.wait_for(where(Event="QueueCallerJoin", Queue=queue), 15)
-    connect = await ami.wait_for(where(Event="AgentConnect", Queue=queue), 15)
-    return joined["Channel"], joined["Uniqueid"], connect["DestChannel"]
-
-
 def dialing(prefix: str):
     """A DialBegin towards a channel whose name starts with ``prefix``."""
     return lambda m: m.event == "DialBegin" and (m.get("DestChannel") or "").startswith(prefix)
-
-
-async def wait_flag_stored(store: Store, flag_id: str, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        flag = await store.get_flag(flag_id)
-        if flag is not None:
-            return flag
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"flag {flag_id} not in Redis after {timeout}s")
 
 
 async def test_flag_key_moves_the_caller_and_records_the_flag(

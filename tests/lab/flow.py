@@ -7,8 +7,12 @@ the agent go through, and return the events with their arrival times.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass
 
+from screener.model import Flag as StoredFlag
+from screener.store import Store
 from tests.lab.ami import AmiMessage, AmiObserver, Predicate, where
 
 ANALYSIS_CONTEXT = "screener-analysis"
@@ -112,3 +116,21 @@ async def expect_wrapup(
         since=since,
     )
     return await ami.wait_for(where(Event="Hangup", Channel=agent_channel), timeout, since=since)
+
+
+async def answered(ami: AmiObserver, queue: str = "hotline") -> tuple[str, str, str]:
+    """Wait for a hotline call to reach an agent: (caller channel, its uniqueid, agent channel)."""
+    joined = await ami.wait_for(where(Event="QueueCallerJoin", Queue=queue), 15)
+    connect = await ami.wait_for(where(Event="AgentConnect", Queue=queue), 15)
+    return joined["Channel"], joined["Uniqueid"], connect["DestChannel"]
+
+
+async def wait_flag_stored(store: Store, flag_id: str, timeout: float = 10.0) -> StoredFlag:
+    """Poll Redis until the flag is there."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        flag = await store.get_flag(flag_id)
+        if flag is not None:
+            return flag
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"flag {flag_id} not in Redis after {timeout}s")
