@@ -34,6 +34,10 @@ bench: install
 	$(BIN)/python -m bench.flag_latency
 	$(BIN)/python -m bench.flag_e2e
 	$(BIN)/python -m bench.ami_intake
+	$(BIN)/python -m bench.screen_decision
+	$(BIN)/python -m bench.call_setup
+	$(BIN)/python -m bench.statistics_scale
+	$(BIN)/python -m bench.load
 
 fuzz: install
 	$(BIN)/python -m bench.fuzz --inputs 1000000
