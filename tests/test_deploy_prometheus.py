@@ -4,7 +4,7 @@ promtool (Debian's ``prometheus`` package) checks the rule and alert files and t
 (rendered the way the lab renders it, since the shipped one names /etc/prometheus paths), and
 runs the alert unit tests (``screener.alerts.test.yml``). The dashboard's JSON model is checked
 for what Grafana needs, and every metric and label the files name must exist in ``metrics.py``.
-Whether each query returns data is the lab's job: ``tests/e2e/test_statistics.py``.
+Whether each query returns data is the lab's job: ``tests/e2e/test_prometheus_dashboard.py``.
 """
 
 from __future__ import annotations
