@@ -81,3 +81,12 @@ def test_ami_message_parsing_keeps_order_duplicates_and_raw_bytes() -> None:
     assert message["Linkedid"] == "1"
     assert where(Event="UserEvent", UserEvent="ScreenerFlag")(message)
     assert message.raw == raw
+
+
+def test_test_files_have_unique_basenames() -> None:
+    """pytest imports tests/ and tests/e2e/ as top-level modules: two files with one basename
+    stop the whole collection (it happened once; CI caught it, nothing else would)."""
+    from tests.lab import REPO
+
+    names = [p.name for p in (REPO / "tests").rglob("test_*.py")]
+    assert sorted(n for n in set(names) if names.count(n) > 1) == []
