@@ -65,13 +65,14 @@ def caller_info(i: int) -> NumberInfo:
     return NumberInfo(e164, e164, True, kind, "CN", area, carrier, mask(e164))
 
 
-def make_flags(n: int, callers: int, days: int, rng: random.Random) -> list[Flag]:
+def make_flags(n: int, callers: int, days: int, rng: random.Random, start: int) -> list[Flag]:
+    """Flags ``start`` .. ``start + n``: 30 % from a heavy-tailed few, the rest cycling through
+    all ``callers`` (so every caller is flagged once the run is long enough)."""
     now = datetime.now(UTC)
     out = []
-    for i in range(n):
-        who = (
-            min(int(rng.paretovariate(1.1)) - 1, callers - 1) if rng.random() < 0.3 else i % callers
-        )
+    for i in range(start, start + n):
+        heavy = rng.random() < 0.3
+        who = min(int(rng.paretovariate(1.1)) - 1, callers - 1) if heavy else i % callers
         info = caller_info(who)
         withheld = rng.random() < 0.1
         at = now - timedelta(seconds=rng.randrange(days * 86400))
@@ -107,7 +108,7 @@ async def load(store: Store, flags: int, callers: int, days: int) -> float:
     done = 0
     while done < flags:
         n = min(BATCH * 20, flags - done)
-        batch = make_flags(n, callers, days, rng)
+        batch = make_flags(n, callers, days, rng, done)
         for start in range(0, n, BATCH):
             await store.record_flags(batch[start : start + BATCH], retention_days=days + 30)
         done += n
