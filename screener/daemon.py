@@ -152,19 +152,10 @@ class Daemon:
             asyncio.create_task(self._flush_loop(), name="spool-flusher"),
             asyncio.create_task(self._retention_loop(), name="retention"),
             asyncio.create_task(
-                self._every(s.screening.learn_interval, "learn", self.screening.relearn),
-                name="learn",
+                self._every(s.screening.learn_interval, "learn", self._learn), name="learn"
             ),
             asyncio.create_task(
                 self._every(s.screening.sweep_interval, "sweep", self._sweep), name="sweep"
-            ),
-            asyncio.create_task(
-                self._every(
-                    s.screening.learn_interval,
-                    "statistics",
-                    lambda: statistics.refresh(self.store, self.metrics),
-                ),
-                name="statistics",
             ),
         ]
         logger.info(
@@ -236,6 +227,11 @@ class Daemon:
                     self.metrics.errors.labels(component="spool").inc()
                     logger.exception("spool flush failed")
             await asyncio.sleep(SPOOL_FLUSH_INTERVAL)
+
+    async def _learn(self) -> None:
+        """Statistics gauges and high-risk hours, from one read of the flag patterns."""
+        patterns = await statistics.refresh(self.store, self.metrics)
+        self.screening.learn(patterns.hours)
 
     async def _sweep(self) -> None:
         await self.screening.sweep_expired()

@@ -24,7 +24,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -237,8 +237,11 @@ class ScreeningService:
         Raises:
             StoreError: Redis failed (the previous hours stay in force).
         """
+        return self.learn((await self.store.patterns()).hours)
+
+    def learn(self, hours: Mapping[int, int]) -> frozenset[int]:
+        """Set the high-risk hours from a flag histogram (hour of day -> flags)."""
         cfg = self.settings.screening
-        hours = (await self.store.patterns()).hours
         learned = high_risk_hours(hours, factor=cfg.learn_factor, min_flags=cfg.learn_min_flags)
         if learned != self.high_risk:
             logger.info("high-risk hours learned hours=%s", ",".join(map(str, sorted(learned))))

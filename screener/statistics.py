@@ -35,8 +35,9 @@ class StatsStore(Protocol):
     async def cluster_count(self, min_numbers: int) -> int: ...
 
 
-async def refresh(store: StatsStore, metrics: Metrics, top: int = TOP_SOURCES) -> None:
-    """Reload every statistics gauge from Redis.
+async def refresh(store: StatsStore, metrics: Metrics, top: int = TOP_SOURCES) -> Patterns:
+    """Reload every statistics gauge from Redis; returns the patterns read (the daemon learns
+    the high-risk hours from the same read).
 
     Raises:
         StoreError: Redis failed (the gauges keep their last values).
@@ -58,6 +59,7 @@ async def refresh(store: StatsStore, metrics: Metrics, top: int = TOP_SOURCES) -
         ).set(caller.count)
     metrics.callers_flagged.set(callers)
     metrics.prefix_clusters.set(clusters)
+    return patterns
 
 
 class ReportStore(Protocol):
